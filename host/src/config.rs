@@ -1,0 +1,522 @@
+//! The TOML configuration: named pipelines, each a source, a plugin and a
+//! sink.
+//!
+//! Config is plain data: it is parsed and checked here, and turned into
+//! running parts by `SourceConfig::build`, `SinkConfig::build` and the
+//! pipeline. [`Config::load`] reports every problem it finds at once, each
+//! with the path of the offending key (`pipelines.demo.plugin.timeout_ms`).
+//! Relative paths in the file are relative to the file's directory.
+
+use crate::sinks::SinkConfig;
+use crate::sources::SourceConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A whole configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// `[runtime]`: settings of the process-wide plugin runtime.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Cache compiled plugins on disk (default true).
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Where; default `$FERRY_CACHE_DIR`, `$XDG_CACHE_HOME/ferry/plugins` or
+    /// `~/.cache/ferry/plugins`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache: true,
+            cache_dir: None,
+        }
+    }
+}
+
+/// `[pipelines.<name>]`: one source, one plugin, one sink.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub source: SourceConfig,
+    pub plugin: PluginConfig,
+    pub sink: SinkConfig,
+    pub delivery: DeliveryConfig,
+}
+
+/// `[pipelines.<name>.plugin]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The component file (`.wasm`).
+    pub path: PathBuf,
+    /// Instances that may run batches at the same time (default 2).
+    #[serde(default = "default_instances")]
+    pub instances: usize,
+    /// Longest one call may run, in milliseconds (default 2000).
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Most memory one instance may use, in MiB (default 128).
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Handed to the plugin's `init`, flattened to dotted names.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+impl PluginConfig {
+    /// The settings as `init` receives them.
+    pub fn flat_settings(&self) -> Vec<(String, String)> {
+        flatten_settings(&self.settings)
+    }
+
+    /// The runtime limits these settings describe.
+    pub fn limits(&self) -> crate::plugin::Limits {
+        crate::plugin::Limits {
+            timeout: Duration::from_millis(self.timeout_ms),
+            memory: (self.memory_mb as usize) << 20,
+            instances: self.instances,
+        }
+    }
+}
+
+/// Flattens nested tables with dots; strings stay as they are, anything else
+/// becomes its TOML text.
+pub fn flatten_settings(table: &toml::Table) -> Vec<(String, String)> {
+    fn walk(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+        for (name, value) in table {
+            let name = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            match value {
+                toml::Value::Table(inner) => walk(&name, inner, out),
+                toml::Value::String(text) => out.push((name, text.clone())),
+                other => out.push((name, other.to_string())),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", table, &mut out);
+    out
+}
+
+/// The pipeline's own keys: how events are batched, retried and what
+/// happens when one cannot be delivered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Most events per plugin call (default 128).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// What to do with an event that can never be delivered (default halt).
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    /// Backoff of retryable failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            batch_size: default_batch_size(),
+            on_error: ErrorPolicy::default(),
+            retry: RetryConfig::default(),
+        }
+    }
+}
+
+/// What happens to an event that fails permanently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorPolicy {
+    /// Stop the pipeline with the error; nothing after the event is
+    /// acknowledged, nothing is skipped.
+    #[default]
+    Halt,
+}
+
+/// `[pipelines.<name>.retry]`: exponential backoff with jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First delay, in milliseconds (default 100).
+    #[serde(default = "default_initial_ms")]
+    pub initial_ms: u64,
+    /// Longest delay, in milliseconds (default 30000).
+    #[serde(default = "default_max_ms")]
+    pub max_ms: u64,
+    /// Attempts before a retryable failure is treated as permanent; 0 (the
+    /// default) retries for ever.
+    #[serde(default)]
+    pub max_attempts: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_ms: default_initial_ms(),
+            max_ms: default_max_ms(),
+            max_attempts: 0,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_instances() -> usize {
+    2
+}
+fn default_timeout_ms() -> u64 {
+    2000
+}
+fn default_memory_mb() -> u64 {
+    128
+}
+fn default_batch_size() -> usize {
+    128
+}
+fn default_initial_ms() -> u64 {
+    100
+}
+fn default_max_ms() -> u64 {
+    30_000
+}
+
+/// One problem in a configuration, at a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "{} has {count} problem{}:",
+            self.file,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            write!(f, "\n  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects problems while a configuration is read.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Deserializes `value` (found at `path`), recording a problem with the
+    /// full key path if it does not fit `T`.
+    fn take<T: for<'de> Deserialize<'de>>(&mut self, path: &str, value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                let inner = error.path().to_string();
+                let path = match inner.as_str() {
+                    "." | "" => path.to_string(),
+                    inner if path.is_empty() => inner.to_string(),
+                    inner => format!("{path}.{inner}"),
+                };
+                self.add(path, error.into_inner().message().to_string());
+                None
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            problems: vec![Problem {
+                path: String::new(),
+                message: format!("cannot read it: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|problems| ConfigError { file, problems })
+    }
+
+    /// Parses and checks `text`; relative paths are taken from `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+        let mut problems = Problems::default();
+        let mut table: toml::Table = match text.parse() {
+            Ok(table) => table,
+            Err(error) => {
+                problems.add("", format!("not valid TOML: {error}"));
+                return Err(problems.0);
+            }
+        };
+
+        let runtime = match table.remove("runtime") {
+            Some(value) => problems.take("runtime", value).unwrap_or_default(),
+            None => RuntimeConfig::default(),
+        };
+        let mut pipelines = BTreeMap::new();
+        match table.remove("pipelines") {
+            Some(toml::Value::Table(entries)) => {
+                for (name, value) in entries {
+                    let path = format!("pipelines.{name}");
+                    if let Some(pipeline) = parse_pipeline(&path, value, &mut problems) {
+                        pipelines.insert(name, pipeline);
+                    }
+                }
+            }
+            Some(_) => problems.add("pipelines", "must be a table of named pipelines"),
+            None => {}
+        }
+        for name in table.keys() {
+            problems.add(name, "unknown key: expected `runtime` or `pipelines`");
+        }
+        if pipelines.is_empty() && problems.0.is_empty() {
+            problems.add("pipelines", "no pipeline is defined");
+        }
+
+        let mut config = Config { runtime, pipelines };
+        config.resolve_paths(base);
+        config.check(&mut problems);
+        if problems.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems.0)
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(dir) = &mut self.runtime.cache_dir {
+            *dir = resolve(base, dir);
+        }
+        for pipeline in self.pipelines.values_mut() {
+            pipeline.plugin.path = resolve(base, &pipeline.plugin.path);
+            pipeline.source.resolve_paths(base);
+            pipeline.sink.resolve_paths(base);
+        }
+    }
+
+    /// Checks what types alone cannot say.
+    fn check(&self, problems: &mut Problems) {
+        for (name, pipeline) in &self.pipelines {
+            let at = |key: &str| format!("pipelines.{name}.{key}");
+            if !valid_name(name) {
+                problems.add(
+                    format!("pipelines.{name}"),
+                    "a pipeline name may only hold letters, digits, `-` and `_`",
+                );
+            }
+            let plugin = &pipeline.plugin;
+            if !plugin.path.is_file() {
+                problems.add(
+                    at("plugin.path"),
+                    format!("no plugin file at {}", plugin.path.display()),
+                );
+            }
+            for (key, value) in [
+                ("plugin.instances", plugin.instances as u64),
+                ("plugin.timeout_ms", plugin.timeout_ms),
+                ("plugin.memory_mb", plugin.memory_mb),
+                ("batch_size", pipeline.delivery.batch_size as u64),
+                ("retry.initial_ms", pipeline.delivery.retry.initial_ms),
+            ] {
+                if value == 0 {
+                    problems.add(at(key), "must be at least 1");
+                }
+            }
+            if pipeline.delivery.retry.max_ms < pipeline.delivery.retry.initial_ms {
+                problems.add(at("retry.max_ms"), "must not be less than retry.initial_ms");
+            }
+            for problem in pipeline.source.check() {
+                problems.add(at(&format!("source.{}", problem.path)), problem.message);
+            }
+            for problem in pipeline.sink.check() {
+                problems.add(at(&format!("sink.{}", problem.path)), problem.message);
+            }
+        }
+    }
+}
+
+fn parse_pipeline(
+    path: &str,
+    value: toml::Value,
+    problems: &mut Problems,
+) -> Option<PipelineConfig> {
+    let toml::Value::Table(mut table) = value else {
+        problems.add(path, "must be a table");
+        return None;
+    };
+    let mut section = |key: &str| {
+        let value = table.remove(key);
+        if value.is_none() {
+            problems.add(format!("{path}.{key}"), "missing");
+        }
+        value
+    };
+    let (source, plugin, sink) = (section("source"), section("plugin"), section("sink"));
+    let source = source.and_then(|v| problems.take(&format!("{path}.source"), v));
+    let plugin = plugin.and_then(|v| problems.take(&format!("{path}.plugin"), v));
+    let sink = sink.and_then(|v| problems.take(&format!("{path}.sink"), v));
+    let delivery = problems.take(path, toml::Value::Table(table));
+    Some(PipelineConfig {
+        source: source?,
+        plugin: plugin?,
+        sink: sink?,
+        delivery: delivery?,
+    })
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `path` taken from `base` when relative; `-` (stdin/stdout) stays.
+pub fn resolve(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() || path == Path::new("-") {
+        path.to_path_buf()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plugin_file() -> tempfile::NamedTempFile {
+        tempfile::NamedTempFile::new().unwrap()
+    }
+
+    #[test]
+    fn reads_a_minimal_pipeline_with_defaults() {
+        let plugin = plugin_file();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("events.jsonl"), "").unwrap();
+        let text = format!(
+            r#"
+            [pipelines.demo]
+            source = {{ kind = "file", path = "events.jsonl" }}
+            sink = {{ kind = "stdout" }}
+            plugin = {{ path = "{}", settings = {{ version = "v1beta2", nested = {{ n = 3 }} }} }}
+            "#,
+            plugin.path().display()
+        );
+        let config = Config::parse(&text, dir.path()).unwrap();
+        let demo = &config.pipelines["demo"];
+        assert_eq!(demo.delivery.batch_size, 128);
+        assert_eq!(demo.delivery.on_error, ErrorPolicy::Halt);
+        assert_eq!(demo.plugin.instances, 2);
+        assert_eq!(
+            demo.plugin.flat_settings(),
+            [
+                ("nested.n".to_string(), "3".to_string()),
+                ("version".to_string(), "v1beta2".to_string())
+            ]
+        );
+        match &demo.source {
+            SourceConfig::File(file) => {
+                assert_eq!(file.path, dir.path().join("events.jsonl"))
+            }
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_with_its_path() {
+        let text = r#"
+            unknown_top = 1
+            [pipelines.one]
+            batch_size = 0
+            bogus = true
+            source = { kind = "file", path = "x", extra = 1 }
+            sink = { kind = "carrier-pigeon" }
+            plugin = { path = "/nonexistent.wasm", timeout_ms = "soon" }
+            [pipelines.two]
+            source = { kind = "file", path = "x" }
+            sink = { kind = "stdout" }
+        "#;
+        let problems = Config::parse(text, Path::new(".")).unwrap_err();
+        let text: Vec<String> = problems.iter().map(Problem::to_string).collect();
+        let expect = [
+            "pipelines.one.source: unknown field `extra`",
+            "pipelines.one.sink.kind: unknown variant `carrier-pigeon`",
+            "pipelines.one.plugin.timeout_ms: invalid type: string \"soon\"",
+            "pipelines.one.bogus: unknown field `bogus`",
+            "pipelines.two.plugin: missing",
+            "unknown_top: unknown key",
+        ];
+        for needle in expect {
+            assert!(
+                text.iter().any(|p| p.starts_with(needle)),
+                "no problem starting with {needle:?} in {text:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn checks_values_after_parsing() {
+        let text = r#"
+            [pipelines."bad name"]
+            batch_size = 0
+            source = { kind = "file", path = "x" }
+            sink = { kind = "stdout" }
+            plugin = { path = "/nonexistent.wasm", instances = 0 }
+        "#;
+        let problems = Config::parse(text, Path::new(".")).unwrap_err();
+        let text: Vec<String> = problems.iter().map(Problem::to_string).collect();
+        for needle in [
+            "pipelines.bad name: a pipeline name",
+            "pipelines.bad name.plugin.path: no plugin file",
+            "pipelines.bad name.plugin.instances: must be at least 1",
+            "pipelines.bad name.batch_size: must be at least 1",
+        ] {
+            assert!(
+                text.iter().any(|p| p.starts_with(needle)),
+                "no problem starting with {needle:?} in {text:#?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Change events and outputs.
+//!
+//! The types are the WIT records of `wit/plugin.wit` (generated once, in
+//! [`crate::plugin::bindings`]): a source builds a [`ChangeEvent`] that is
+//! lowered into the guest as it is, and the guest's [`Output`]s are what sinks
+//! deliver. [`jsonl`] is their stable JSON Lines form.
+
+pub mod jsonl;
+
+pub use crate::plugin::bindings::types::{
+    ChangeEvent, Error as PluginError, Header, KesselDelete, KesselReport, Level, Operation,
+    Output, Payload, Record,
+};
+
+impl Operation {
+    /// The name used in JSON Lines and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::SnapshotRead => "snapshot_read",
+            Operation::Message => "message",
+        }
+    }
+
+    /// Parses a name written by [`Operation::as_str`].
+    pub fn parse(name: &str) -> Option<Operation> {
+        Some(match name {
+            "create" => Operation::Create,
+            "update" => Operation::Update,
+            "delete" => Operation::Delete,
+            "snapshot_read" => Operation::SnapshotRead,
+            "message" => Operation::Message,
+            _ => return None,
+        })
+    }
+}
+
+impl ChangeEvent {
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| h.value.as_str())
+    }
+}
+
+impl PluginError {
+    /// Whether retrying the event may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PluginError::Retryable(_))
+    }
+
+    /// The plugin's message.
+    pub fn message(&self) -> &str {
+        match self {
+            PluginError::Retryable(m) | PluginError::Permanent(m) => m,
+        }
+    }
+}
+
+impl Payload {
+    /// The name of the payload kind, as in JSON Lines.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Payload::KesselReport(_) => "kessel_report",
+            Payload::KesselDelete(_) => "kessel_delete",
+            Payload::Record(_) => "record",
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Sources: where change events come from.
+//!
+//! A source runs as its own task and sends [`SourceItem`]s, in source order,
+//! into a bounded channel: when the pipeline falls behind, the channel fills
+//! and the source waits (backpressure). A source never imports a sink.
+
+pub mod file;
+
+use crate::config::{Problem, resolve};
+use crate::event::ChangeEvent;
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use std::path::Path;
+use tokio::sync::mpsc;
+
+/// `[pipelines.<name>.source]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// JSON Lines change events from a file or stdin.
+    File(file::FileSourceConfig),
+}
+
+impl SourceConfig {
+    /// Builds the source.
+    pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
+        match self {
+            SourceConfig::File(config) => Ok(Box::new(file::FileSource::new(config.clone()))),
+        }
+    }
+
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        match self {
+            SourceConfig::File(config) => config.path = resolve(base, &config.path),
+        }
+    }
+
+    /// Problems that types alone cannot catch; paths relative to the source.
+    pub(crate) fn check(&self) -> Vec<Problem> {
+        match self {
+            SourceConfig::File(config) => config.check(),
+        }
+    }
+}
+
+/// What a source sends, in source order.
+#[derive(Debug)]
+pub enum SourceItem {
+    /// A change event, for the plugin.
+    Event(ChangeEvent),
+    /// Input that is not a change event. It keeps its place in the stream
+    /// and gets the pipeline's error policy, like an event that fails.
+    Invalid(InvalidInput),
+}
+
+/// Input a source could not decode.
+#[derive(Debug, Clone)]
+pub struct InvalidInput {
+    /// Where it was (`events.jsonl:7`).
+    pub position: String,
+    /// The input as read.
+    pub raw: String,
+    /// Why it is not an event.
+    pub error: String,
+}
+
+/// A running source.
+pub trait Source: Send {
+    /// Reads until the input ends, sending items in order. Returns early,
+    /// without error, when the receiver is gone (the pipeline stopped).
+    fn run(
+        self: Box<Self>,
+        items: mpsc::Sender<SourceItem>,
+    ) -> BoxFuture<'static, anyhow::Result<()>>;
+}
