@@ -1,0 +1,127 @@
+//! Helpers shared by the suites.
+
+use ferry::event::{ChangeEvent, Operation};
+use ferry::plugin::{Limits, Plugin, PluginOptions, Runtime, RuntimeOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// One compiled-artifact cache for the whole suite, so each component is
+/// compiled once.
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+/// The `ferry` binary, with the suite's cache.
+pub fn ferry() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .env("FERRY_CACHE_DIR", cache_dir())
+        .env("FERRY_LOG", "info")
+        .env_remove("FERRY_LOG_FORMAT")
+        .env_remove("FERRY_CONFIG");
+    command
+}
+
+/// Runs a command, returning its output; panics if it cannot start.
+pub fn run(command: &mut Command) -> Output {
+    command.output().expect("the command starts")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A runtime with the suite's cache.
+pub fn runtime() -> Runtime {
+    Runtime::new(RuntimeOptions {
+        cache_dir: Some(cache_dir()),
+        ..RuntimeOptions::default()
+    })
+    .unwrap()
+}
+
+/// Loads and prepares a component.
+pub async fn plugin(
+    path: &str,
+    settings: &[(&str, &str)],
+    limits: Limits,
+) -> Result<Plugin, ferry::plugin::LoadError> {
+    let path = PathBuf::from(path);
+    let settings = settings
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let runtime = runtime();
+        let component = runtime.load(&path)?;
+        runtime.prepare(
+            &component,
+            PluginOptions {
+                pipeline: "test".into(),
+                settings,
+                limits,
+            },
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Limits for tests: short deadline, small memory.
+pub fn limits(timeout_ms: u64, memory_mb: usize) -> Limits {
+    Limits {
+        timeout: Duration::from_millis(timeout_ms),
+        memory: memory_mb << 20,
+        instances: 1,
+    }
+}
+
+/// Events whose keys are `keys` (the misbehave plugin acts on the key) and
+/// whose `after` is `{"n": index}`.
+pub fn events(keys: &[&str]) -> Arc<[ChangeEvent]> {
+    keys.iter()
+        .enumerate()
+        .map(|(n, key)| ChangeEvent {
+            source: "test".into(),
+            op: Operation::Create,
+            key: Some(key.to_string()),
+            before: None,
+            after: Some(format!("{{\"n\":{n}}}")),
+            headers: Vec::new(),
+            tenant: None,
+            origin: None,
+            transaction_id: None,
+            position: format!("test:{n}"),
+            commit_time: None,
+        })
+        .collect()
+}
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Non-empty lines of a file, each parsed as JSON.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}

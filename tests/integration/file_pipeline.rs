@@ -1,0 +1,282 @@
+//! `ferry run` with the file source and the file sink: order kept, bad input
+//! named by file and line, nothing after a failure delivered, nothing before
+//! it lost.
+
+use crate::common::{ferry, json_lines, repo, run, stderr, stdout, write};
+use ferry_plugin_artifacts::{KESSEL_OUTBOX_RUST, MISBEHAVE};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A config running `plugin` over `events` into `out`, plus `extra` TOML for
+/// the pipeline table.
+fn config(dir: &Path, plugin: &str, events: &Path, out: &Path, extra: &str) -> PathBuf {
+    config_with(dir, plugin, events, out, extra, "")
+}
+
+/// [`config`] with `plugin_extra` TOML for the plugin table.
+fn config_with(
+    dir: &Path,
+    plugin: &str,
+    events: &Path,
+    out: &Path,
+    extra: &str,
+    plugin_extra: &str,
+) -> PathBuf {
+    write(
+        dir,
+        "ferry.toml",
+        &format!(
+            r#"
+            [pipelines.test]
+            source = {{ kind = "file", path = "{}" }}
+            sink = {{ kind = "file", path = "{}" }}
+            {extra}
+            [pipelines.test.plugin]
+            path = "{plugin}"
+            timeout_ms = 1000
+            {plugin_extra}
+            "#,
+            events.display(),
+            out.display()
+        ),
+    )
+}
+
+/// Events for the misbehave plugin: one per key, `after` = `{"n": i}`.
+fn events_file(dir: &Path, keys: &[&str]) -> PathBuf {
+    let lines: String = keys
+        .iter()
+        .enumerate()
+        .map(|(n, key)| {
+            format!("{{\"op\":\"create\",\"key\":\"{key}\",\"after\":{{\"n\":{n}}}}}\n")
+        })
+        .collect();
+    write(dir, "events.jsonl", &lines)
+}
+
+/// The `value` of each record line the sink wrote.
+fn values(out: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    json_lines(&text)
+        .iter()
+        .map(|line| line["record"]["value"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_quickstart_maps_kessel_outbox_events_to_stdout() {
+    let config = repo().join("examples/quickstart/ferry.toml");
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&stdout(&output));
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|line| {
+            ["kessel_report", "kessel_delete"]
+                .into_iter()
+                .find(|kind| line.get(*kind).is_some())
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "kessel_report",
+            "kessel_report",
+            "kessel_delete",
+            "kessel_report",
+            "kessel_delete",
+            "kessel_report"
+        ]
+    );
+    let digest = format!(
+        "sha256:{}",
+        &ferry::plugin::Digest::of(&std::fs::read(KESSEL_OUTBOX_RUST).unwrap()).hex()[..16]
+    );
+    for line in &lines {
+        assert_eq!(line["pipeline"], "quickstart");
+        assert_eq!(line["plugin"], Value::String(digest.clone()));
+    }
+    assert_eq!(lines[0]["position"], "events.jsonl:1");
+    assert_eq!(lines[0]["key"], "123");
+    assert_eq!(
+        lines[0]["kessel_report"]["representations"]["metadata"]["local_resource_id"],
+        "123"
+    );
+    // Row-form outbox events are keyed by their aggregate id.
+    assert_eq!(lines[3]["key"], "h-2");
+}
+
+#[test]
+fn order_is_kept_across_concurrent_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| format!("k{}", i % 7)).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let events = events_file(dir.path(), &keys);
+    let out = dir.path().join("out.jsonl");
+    let config = config_with(
+        dir.path(),
+        MISBEHAVE,
+        &events,
+        &out,
+        "batch_size = 7",
+        "instances = 3",
+    );
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let expected: Vec<String> = (0..1000).map(|n| format!("{{\"n\":{n}}}")).collect();
+    assert_eq!(values(&out), expected);
+}
+
+#[test]
+fn a_malformed_line_halts_after_everything_before_it_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = write(
+        dir.path(),
+        "events.jsonl",
+        concat!(
+            "{\"op\":\"create\",\"key\":\"a\",\"after\":{\"n\":0}}\n",
+            "{\"op\":\"create\",\"key\":\"b\",\"after\":{\"n\":1}}\n",
+            "{\"op\":\"create\",\"key\":\"c\",\"after\":{\"n\":2}\n",
+            "{\"op\":\"create\",\"key\":\"d\",\"after\":{\"n\":3}}\n",
+        ),
+    );
+    let out = dir.path().join("out.jsonl");
+    let config = config(dir.path(), MISBEHAVE, &events, &out, "");
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("halted at events.jsonl:3: not a change event"),
+        "{err}"
+    );
+    assert_eq!(values(&out), [r#"{"n":0}"#, r#"{"n":1}"#]);
+}
+
+#[test]
+fn a_permanent_plugin_error_halts_at_its_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events_file(dir.path(), &["a", "b", "fail", "c"]);
+    let out = dir.path().join("out.jsonl");
+    let config = config(dir.path(), MISBEHAVE, &events, &out, "");
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("halted at events.jsonl:3: plugin error: asked to fail"),
+        "{err}"
+    );
+    assert_eq!(values(&out), [r#"{"n":0}"#, r#"{"n":1}"#]);
+}
+
+#[test]
+fn a_trapping_event_halts_the_pipeline_with_the_trap() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events_file(dir.path(), &["a", "panic", "c"]);
+    let out = dir.path().join("out.jsonl");
+    let config = config(dir.path(), MISBEHAVE, &events, &out, "");
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("halted at events.jsonl:2: the plugin trapped"),
+        "{err}"
+    );
+    assert!(err.contains("asked to panic"), "{err}");
+    assert_eq!(values(&out), [r#"{"n":0}"#]);
+}
+
+#[test]
+fn retryable_errors_are_retried_then_follow_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events_file(dir.path(), &["a", "retry", "c"]);
+    let out = dir.path().join("out.jsonl");
+    let retry = "retry = { initial_ms = 10, max_ms = 40, max_attempts = 4 }";
+    let config = config(dir.path(), MISBEHAVE, &events, &out, retry);
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert_eq!(
+        err.matches("The plugin asked to retry an event").count(),
+        3,
+        "{err}"
+    );
+    assert!(err.contains("gave up after 4 attempts"), "{err}");
+    assert_eq!(values(&out), [r#"{"n":0}"#]);
+}
+
+#[test]
+fn a_halted_pipeline_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = events_file(dir.path(), &["a", "b", "c"]);
+    let bad = write(
+        dir.path(),
+        "bad.jsonl",
+        "{\"op\":\"create\",\"key\":\"fail\"}\n",
+    );
+    let (good_out, bad_out) = (
+        dir.path().join("good.jsonl"),
+        dir.path().join("bad-out.jsonl"),
+    );
+    let config = write(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            r#"
+            [pipelines.bad]
+            source = {{ kind = "file", path = "{}" }}
+            sink = {{ kind = "file", path = "{}" }}
+            plugin = {{ path = "{MISBEHAVE}" }}
+            [pipelines.good]
+            source = {{ kind = "file", path = "{}" }}
+            sink = {{ kind = "file", path = "{}" }}
+            plugin = {{ path = "{MISBEHAVE}" }}
+            "#,
+            bad.display(),
+            bad_out.display(),
+            good.display(),
+            good_out.display()
+        ),
+    );
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("pipeline=bad"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(values(&good_out).len(), 3);
+}
+
+#[test]
+fn events_can_come_from_stdin() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.jsonl");
+    let config = config(dir.path(), MISBEHAVE, Path::new("-"), &out, "");
+    let mut child = ferry()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(
+        stdin,
+        "{{\"op\":\"create\",\"key\":\"a\",\"after\":{{\"n\":0}}}}"
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{{\"op\":\"create\",\"key\":\"b\",\"after\":{{\"n\":1}}}}"
+    )
+    .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let lines = json_lines(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(lines[1]["position"], "stdin:2");
+    assert_eq!(values(&out), [r#"{"n":0}"#, r#"{"n":1}"#]);
+}

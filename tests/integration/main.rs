@@ -1,0 +1,10 @@
+//! Integration tests of the host: the real `ferry` binary and runtime, real
+//! components (built by `plugins/artifacts`), real files.
+//!
+//! One test binary holds every suite, so the suite links once.
+
+mod cli;
+mod common;
+mod file_pipeline;
+mod limits;
+mod plugins;
