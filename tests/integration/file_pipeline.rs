@@ -42,16 +42,9 @@ fn config_with(
     )
 }
 
-/// Events for the misbehave plugin: one per key, `after` = `{"n": i}`.
+/// Events for the misbehave plugin in `dir/events.jsonl`.
 fn events_file(dir: &Path, keys: &[&str]) -> PathBuf {
-    let lines: String = keys
-        .iter()
-        .enumerate()
-        .map(|(n, key)| {
-            format!("{{\"op\":\"create\",\"key\":\"{key}\",\"after\":{{\"n\":{n}}}}}\n")
-        })
-        .collect();
-    write(dir, "events.jsonl", &lines)
+    write(dir, "events.jsonl", &event_lines(keys))
 }
 
 /// The `value` of each record line the sink wrote.
@@ -128,81 +121,74 @@ fn order_is_kept_across_concurrent_batches() {
     assert_eq!(values(&out), expected);
 }
 
+/// Runs the misbehave plugin over `events` (JSON Lines) into a file sink,
+/// expecting the pipeline to halt: returns its stderr and what was
+/// delivered.
+fn run_until_halt(events: &str, extra: &str) -> (String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let events = write(dir.path(), "events.jsonl", events);
+    let out = dir.path().join("out.jsonl");
+    let config = config(dir.path(), MISBEHAVE, &events, &out, extra);
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    (stderr(&output), values(&out))
+}
+
+/// One create event per key, `after` = `{"n": i}`.
+fn event_lines(keys: &[&str]) -> String {
+    keys.iter()
+        .enumerate()
+        .map(|(n, key)| {
+            format!("{{\"op\":\"create\",\"key\":\"{key}\",\"after\":{{\"n\":{n}}}}}\n")
+        })
+        .collect()
+}
+
 #[test]
 fn a_malformed_line_halts_after_everything_before_it_is_delivered() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = write(
-        dir.path(),
-        "events.jsonl",
-        concat!(
-            "{\"op\":\"create\",\"key\":\"a\",\"after\":{\"n\":0}}\n",
-            "{\"op\":\"create\",\"key\":\"b\",\"after\":{\"n\":1}}\n",
-            "{\"op\":\"create\",\"key\":\"c\",\"after\":{\"n\":2}\n",
-            "{\"op\":\"create\",\"key\":\"d\",\"after\":{\"n\":3}}\n",
-        ),
-    );
-    let out = dir.path().join("out.jsonl");
-    let config = config(dir.path(), MISBEHAVE, &events, &out, "");
-    let output = run(ferry().args(["run", "--config"]).arg(&config));
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let mut events = event_lines(&["a", "b"]);
+    events.push_str("{\"op\":\"create\",\"key\":\"c\",\"after\":{\"n\":2}\n");
+    events.push_str("{\"op\":\"create\",\"key\":\"d\",\"after\":{\"n\":3}}\n");
+    let (err, delivered) = run_until_halt(&events, "");
     assert!(
         err.contains("halted at events.jsonl:3: not a change event"),
         "{err}"
     );
-    assert_eq!(values(&out), [r#"{"n":0}"#, r#"{"n":1}"#]);
+    assert_eq!(delivered, [r#"{"n":0}"#, r#"{"n":1}"#]);
 }
 
 #[test]
 fn a_permanent_plugin_error_halts_at_its_event() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = events_file(dir.path(), &["a", "b", "fail", "c"]);
-    let out = dir.path().join("out.jsonl");
-    let config = config(dir.path(), MISBEHAVE, &events, &out, "");
-    let output = run(ferry().args(["run", "--config"]).arg(&config));
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let (err, delivered) = run_until_halt(&event_lines(&["a", "b", "fail", "c"]), "");
     assert!(
         err.contains("halted at events.jsonl:3: plugin error: asked to fail"),
         "{err}"
     );
-    assert_eq!(values(&out), [r#"{"n":0}"#, r#"{"n":1}"#]);
+    assert_eq!(delivered, [r#"{"n":0}"#, r#"{"n":1}"#]);
 }
 
 #[test]
 fn a_trapping_event_halts_the_pipeline_with_the_trap() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = events_file(dir.path(), &["a", "panic", "c"]);
-    let out = dir.path().join("out.jsonl");
-    let config = config(dir.path(), MISBEHAVE, &events, &out, "");
-    let output = run(ferry().args(["run", "--config"]).arg(&config));
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let (err, delivered) = run_until_halt(&event_lines(&["a", "panic", "c"]), "");
     assert!(
         err.contains("halted at events.jsonl:2: the plugin trapped"),
         "{err}"
     );
     assert!(err.contains("asked to panic"), "{err}");
-    assert_eq!(values(&out), [r#"{"n":0}"#]);
+    assert_eq!(delivered, [r#"{"n":0}"#]);
 }
 
 #[test]
 fn retryable_errors_are_retried_then_follow_the_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let events = events_file(dir.path(), &["a", "retry", "c"]);
-    let out = dir.path().join("out.jsonl");
     let retry = "retry = { initial_ms = 10, max_ms = 40, max_attempts = 4 }";
-    let config = config(dir.path(), MISBEHAVE, &events, &out, retry);
-    let output = run(ferry().args(["run", "--config"]).arg(&config));
-    assert_eq!(output.status.code(), Some(1));
-    let err = stderr(&output);
+    let (err, delivered) = run_until_halt(&event_lines(&["a", "retry", "c"]), retry);
     assert_eq!(
         err.matches("The plugin asked to retry an event").count(),
         3,
         "{err}"
     );
     assert!(err.contains("gave up after 4 attempts"), "{err}");
-    assert_eq!(values(&out), [r#"{"n":0}"#]);
+    assert_eq!(delivered, [r#"{"n":0}"#]);
 }
 
 #[test]
