@@ -3,7 +3,7 @@
 //! it lost.
 
 use crate::common::{ferry, json_lines, repo, run, stderr, stdout, write};
-use ferry_plugin_artifacts::{KESSEL_OUTBOX_RUST, MISBEHAVE};
+use ferry_plugin_artifacts::{KESSEL_OUTBOX_RUST, MISBEHAVE, WRONG_WORLD};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -265,4 +265,21 @@ fn events_can_come_from_stdin() {
     let lines = json_lines(&std::fs::read_to_string(&out).unwrap());
     assert_eq!(lines[1]["position"], "stdin:2");
     assert_eq!(values(&out), [r#"{"n":0}"#, r#"{"n":1}"#]);
+}
+
+#[test]
+fn run_refuses_a_component_of_another_world_and_names_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = events_file(dir.path(), &["a"]);
+    let out = dir.path().join("out.jsonl");
+    let config = config(dir.path(), WRONG_WORLD, &events, &out, "");
+    let output = run(ferry().args(["run", "--config"]).arg(&config));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("does not implement the ferry:plugin/plugin@0.1.0 world")
+            && err.contains("no exported instance named `ferry:plugin/mapper@0.1.0`"),
+        "{err}"
+    );
+    assert!(values(&out).is_empty());
 }

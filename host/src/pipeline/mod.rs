@@ -67,15 +67,16 @@ pub async fn load_plugin(
     let pipeline = pipeline.to_string();
     tokio::task::spawn_blocking(move || {
         let component = runtime.load(&path)?;
+        let plugin = runtime.prepare(&component, options)?;
         tracing::info!(
             pipeline,
             plugin = %component.digest(),
             path = %path.display(),
             cache = %component.cache_outcome(),
             load_ms = component.load_time().as_millis() as u64,
-            "Plugin loaded."
+            "Plugin ready."
         );
-        runtime.prepare(&component, options)
+        Ok::<_, crate::plugin::LoadError>(plugin)
     })
     .await
     .expect("plugin loading does not panic")
