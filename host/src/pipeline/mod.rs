@@ -15,8 +15,8 @@ pub use retry::Backoff;
 use crate::config::{DeliveryConfig, ErrorPolicy, PipelineConfig, PluginConfig};
 use crate::event::{ChangeEvent, Output};
 use crate::plugin::{EventResult, Plugin, PluginOptions, Runtime};
-use crate::sinks::{Delivery, Sink, SinkError};
-use crate::sources::{InvalidInput, SourceItem};
+use crate::sinks::{Delivery, Retry, Sink};
+use crate::sources::{InvalidInput, SourceContext, SourceItem};
 use anyhow::Context as _;
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
@@ -101,14 +101,22 @@ pub async fn run(
 
     let batch_size = config.delivery.batch_size;
     let (items_tx, mut items_rx) = mpsc::channel(batch_size * 4);
-    let mut source_task = tokio::spawn(source.run(items_tx));
+    let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+    let mut source_task = tokio::spawn(source.run(SourceContext {
+        pipeline: name.into(),
+        items: items_tx,
+        acks: acks_rx,
+        stop: stop.clone(),
+    }));
     let engine = Engine {
         pipeline: name,
         delivery: &config.delivery,
         plugin: &plugin,
         sink: sink.as_ref(),
         stop: &stop,
+        acks: acks_tx,
     };
+    let mut next_seq = 0u64;
 
     let mut summary = Summary::default();
     let mut mapping = FuturesOrdered::new();
@@ -134,7 +142,8 @@ pub async fn run(
                 } else {
                     summary.items += count as u64;
                     let items = std::mem::replace(&mut buffer, Vec::with_capacity(batch_size));
-                    mapping.push_back(Batch::map(plugin.clone(), items));
+                    mapping.push_back(Batch::map(plugin.clone(), next_seq, items));
+                    next_seq += count as u64;
                 }
             }
             else => break Ok(()),
@@ -164,6 +173,8 @@ pub async fn run(
 
 /// A batch of source items and, once mapped, the plugin's results.
 struct Batch {
+    /// Sequence number of the first item.
+    first_seq: u64,
     /// The items in source order: events point into `events`.
     slots: Vec<Slot>,
     events: Arc<[ChangeEvent]>,
@@ -177,7 +188,7 @@ enum Slot {
 }
 
 impl Batch {
-    async fn map(plugin: Plugin, items: Vec<SourceItem>) -> Batch {
+    async fn map(plugin: Plugin, first_seq: u64, items: Vec<SourceItem>) -> Batch {
         let mut slots = Vec::new();
         let mut events = Vec::new();
         for item in items {
@@ -196,6 +207,7 @@ impl Batch {
             plugin.transform(events.clone()).await
         };
         Batch {
+            first_seq,
             slots,
             events,
             results,
@@ -211,17 +223,21 @@ struct Engine<'a> {
     plugin: &'a Plugin,
     sink: &'a dyn Sink,
     stop: &'a CancellationToken,
+    /// Sequence numbers of items that are done, for the source.
+    acks: mpsc::UnboundedSender<Vec<u64>>,
 }
 
 impl Engine<'_> {
     /// Delivers a batch in order; returns how many outputs were acknowledged.
     async fn deliver(&self, batch: Batch) -> Result<u64, PipelineError> {
         let Batch {
+            first_seq,
             slots,
             events,
             results,
             plugin,
         } = batch;
+        let count = slots.len() as u64;
         let digest: Arc<str> = plugin.digest().short().into();
         let mut results = results.into_iter();
         let mut pending = Vec::new();
@@ -247,6 +263,9 @@ impl Engine<'_> {
             }
         }
         delivered += self.flush(&mut pending).await?;
+        // Delivered in order and in full: every item of the batch is done.
+        // (A closed channel means the source has already returned.)
+        let _ = self.acks.send((first_seq..first_seq + count).collect());
         Ok(delivered)
     }
 
@@ -286,45 +305,43 @@ impl Engine<'_> {
         }
     }
 
-    /// Delivers `pending` (then empties it), retrying retryable sink errors.
+    /// Delivers `pending` (then empties it), retrying retryable sink errors
+    /// from where the sink got to.
     async fn flush(&self, pending: &mut Vec<Delivery>) -> Result<u64, PipelineError> {
-        if pending.is_empty() {
-            return Ok(0);
-        }
+        let total = pending.len() as u64;
+        let mut from = 0;
         let mut backoff = Backoff::new(&self.delivery.retry);
-        loop {
-            match self.sink.deliver(pending).await {
-                Ok(()) => break,
-                Err(SinkError::Retryable(error)) => {
-                    let Some(delay) = backoff.next_delay() else {
-                        let position = pending[0].position.to_string();
-                        return Err(PipelineError::Halted {
-                            position,
-                            error: format!(
-                                "the sink failed {} times: {error:#}",
-                                backoff.attempts()
-                            ),
-                        });
-                    };
-                    tracing::warn!(
-                        pipeline = self.pipeline,
-                        position = %pending[0].position,
-                        attempt = backoff.attempts(),
-                        delay_ms = delay.as_millis() as u64,
-                        error = format!("{error:#}"),
-                        "The sink failed; retrying after a delay."
-                    );
-                    self.sleep(delay).await?;
-                }
-                Err(SinkError::Permanent(error)) => {
-                    let position = pending[0].position.to_string();
-                    self.fail(position, format!("the sink refused it: {error:#}"))?;
-                }
+        while from < pending.len() {
+            let Err(error) = self.sink.deliver(&pending[from..]).await else {
+                break;
+            };
+            from += error.delivered;
+            let failed = &pending[from];
+            if error.retry == Retry::Never {
+                let position = failed.position.to_string();
+                self.fail(position, format!("the sink refused it: {error}"))?;
+                from += 1;
+                continue;
             }
+            let Some(delay) = backoff.next_delay() else {
+                return Err(PipelineError::Halted {
+                    position: failed.position.to_string(),
+                    error: format!("the sink failed {} times: {error}", backoff.attempts()),
+                });
+            };
+            tracing::warn!(
+                pipeline = self.pipeline,
+                key = failed.key.as_deref().unwrap_or(""),
+                position = %failed.position,
+                attempt = backoff.attempts(),
+                delay_ms = delay.as_millis() as u64,
+                %error,
+                "The sink failed; retrying after a delay."
+            );
+            self.sleep(delay).await?;
         }
-        let delivered = pending.len() as u64;
         pending.clear();
-        Ok(delivered)
+        Ok(total)
     }
 
     /// Applies the error policy to a permanent failure.
@@ -349,10 +366,18 @@ fn deliveries<'a>(
     plugin: &'a Arc<str>,
 ) -> impl Iterator<Item = Delivery> + 'a {
     let position: Arc<str> = event.position.as_str().into();
-    outputs.into_iter().map(move |output| Delivery {
-        position: position.clone(),
-        key: output.key.clone().or_else(|| event.key.clone()),
-        output,
-        plugin: plugin.clone(),
-    })
+    let tenant: Option<Arc<str>> = event.tenant.as_deref().map(Arc::from);
+    let transaction_id: Option<Arc<str>> = event.transaction_id.as_deref().map(Arc::from);
+    outputs
+        .into_iter()
+        .enumerate()
+        .map(move |(index, output)| Delivery {
+            position: position.clone(),
+            index: index as u32,
+            key: output.key.clone().or_else(|| event.key.clone()),
+            tenant: tenant.clone(),
+            transaction_id: transaction_id.clone(),
+            output,
+            plugin: plugin.clone(),
+        })
 }

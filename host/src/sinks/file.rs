@@ -66,10 +66,12 @@ impl Sink for FileSink {
                 buffer.push(b'\n');
             }
             let mut out = self.out.lock().await;
+            // A partial write is retried whole: the file may then hold a
+            // line twice (at least once), never a line missing.
             out.write_all(&buffer)
                 .await
                 .and(out.flush().await)
-                .map_err(|e| SinkError::Retryable(anyhow::Error::new(e).context("cannot write")))
+                .map_err(|e| SinkError::retryable(0, anyhow::Error::new(e).context("cannot write")))
         }
         .boxed()
     }

@@ -1,8 +1,8 @@
 //! The JSON Lines source: change events from a file or stdin, one per line
 //! (format in `docs/events.md`). For plugin development, replays and the
-//! quick start.
+//! quick start. It keeps no checkpoint: a file is read from its start.
 
-use super::{InvalidInput, Source, SourceItem};
+use super::{InvalidInput, Source, SourceContext, SourceItem};
 use crate::config::Problem;
 use crate::event::jsonl;
 use anyhow::Context as _;
@@ -11,7 +11,6 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::mpsc;
 
 /// `source = { kind = "file", path = "events.jsonl" }`; `path = "-"` reads
 /// stdin.
@@ -56,11 +55,9 @@ pub fn position_prefix(path: &Path) -> String {
 }
 
 impl Source for FileSource {
-    fn run(
-        self: Box<Self>,
-        items: mpsc::Sender<SourceItem>,
-    ) -> BoxFuture<'static, anyhow::Result<()>> {
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         async move {
+            let SourceContext { items, stop, .. } = context;
             let path = &self.config.path;
             let prefix = position_prefix(path);
             let input: Box<dyn AsyncRead + Unpin + Send> = if path == Path::new("-") {
@@ -74,11 +71,15 @@ impl Source for FileSource {
             };
             let mut lines = BufReader::with_capacity(1 << 16, input).lines();
             let mut number = 0u64;
-            while let Some(line) = lines
-                .next_line()
-                .await
-                .with_context(|| format!("cannot read {}", path.display()))?
-            {
+            loop {
+                let line = tokio::select! {
+                    line = lines.next_line() => line,
+                    _ = stop.cancelled() => break,
+                };
+                let Some(line) = line.with_context(|| format!("cannot read {}", path.display()))?
+                else {
+                    break;
+                };
                 number += 1;
                 if line.trim().is_empty() {
                     continue;

@@ -2,7 +2,11 @@
 //!
 //! A source runs as its own task and sends [`SourceItem`]s, in source order,
 //! into a bounded channel: when the pipeline falls behind, the channel fills
-//! and the source waits (backpressure). A source never imports a sink.
+//! and the source waits (backpressure). Items are numbered in the order they
+//! are sent, from 0; the engine acknowledges numbers whose outputs are all
+//! delivered (or dealt with by the error policy), in any order, and a source
+//! checkpoints only up to its low watermark ([`crate::checkpoint::Watermark`]).
+//! A source never imports a sink.
 
 pub mod file;
 
@@ -11,7 +15,9 @@ use crate::event::ChangeEvent;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::path::Path;
+use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// `[pipelines.<name>.source]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -64,12 +70,24 @@ pub struct InvalidInput {
     pub error: String,
 }
 
+/// What a running source works with.
+pub struct SourceContext {
+    /// The pipeline the source feeds, for logs and metrics.
+    pub pipeline: Arc<str>,
+    /// Where items go, in source order. The n-th item sent (from 0) has
+    /// sequence number n.
+    pub items: mpsc::Sender<SourceItem>,
+    /// Sequence numbers of items that are done: every output delivered, or
+    /// the error policy applied. In any order, each number once.
+    pub acks: mpsc::UnboundedReceiver<Vec<u64>>,
+    /// Fires when the pipeline stops: stop reading, checkpoint what is
+    /// acknowledged, return.
+    pub stop: CancellationToken,
+}
+
 /// A running source.
 pub trait Source: Send {
-    /// Reads until the input ends, sending items in order. Returns early,
-    /// without error, when the receiver is gone (the pipeline stopped).
-    fn run(
-        self: Box<Self>,
-        items: mpsc::Sender<SourceItem>,
-    ) -> BoxFuture<'static, anyhow::Result<()>>;
+    /// Reads until the input ends or `stop` fires, sending items in order.
+    /// Returns early, without error, when the item receiver is gone.
+    fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, anyhow::Result<()>>;
 }

@@ -257,7 +257,9 @@ pub mod __private {
 
 /// Exports a [`Plugin`] as the component's `ferry:plugin/mapper` interface.
 ///
-/// Invoke it once, at the root of the plugin crate, with the plugin type.
+/// Invoke it once, at the root of the plugin crate, with the plugin type. On
+/// targets other than WebAssembly it exports nothing, so the crate also
+/// builds natively for its unit tests.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
@@ -280,6 +282,10 @@ macro_rules! export_plugin {
             }
         }
 
+        // The component's exports exist only on WebAssembly: built natively
+        // (for unit tests, benchmarks), a plugin crate exports nothing, and
+        // its names (`ferry:plugin/mapper@0.1.0#transform`) would not link.
+        #[cfg(target_family = "wasm")]
         $crate::bindings::__export_plugin_world!(__FerryPluginExport with_types_in $crate::bindings);
     };
 }

@@ -161,7 +161,6 @@ fn check_request_object(text: &str) -> Result<(), Error> {
         .map_err(|e| Error::permanent(format!("outbox payload is not valid JSON: {e}")))
 }
 
-#[cfg(target_arch = "wasm32")]
 ferry_plugin_sdk::export_plugin!(KesselOutbox);
 
 #[cfg(test)]
