@@ -6,5 +6,8 @@
 mod cli;
 mod common;
 mod file_pipeline;
+mod kessel;
+mod languages;
 mod limits;
 mod plugins;
+mod postgres;
