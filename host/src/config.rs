@@ -119,20 +119,49 @@ pub struct DeliveryConfig {
     /// Most events per plugin call (default 128).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// The unit of order (default `key`).
+    #[serde(default)]
+    pub ordering: Ordering,
+    /// Deliveries in flight at once, each for a different unit of order
+    /// (default 64).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Events read but not yet delivered before reading pauses
+    /// (backpressure; default 10000). Parked events do not count.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: usize,
+    /// Parked events held in memory before the pipeline halts rather than
+    /// grow without bound (default 10000).
+    #[serde(default = "default_max_pending")]
+    pub max_parked: usize,
     /// What to do with an event that can never be delivered (default halt).
     #[serde(default)]
     pub on_error: ErrorPolicy,
+    /// Where the `dead-letter` policy writes.
+    #[serde(default)]
+    pub dead_letter: Option<crate::dead_letter::DeadLetterConfig>,
     /// Backoff of retryable failures.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// On stop, how long to keep delivering what was read before giving up
+    /// (what is left is not acknowledged, so it is read again; default
+    /// 30000).
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         DeliveryConfig {
             batch_size: default_batch_size(),
+            ordering: Ordering::default(),
+            max_in_flight: default_max_in_flight(),
+            max_pending: default_max_pending(),
+            max_parked: default_max_pending(),
             on_error: ErrorPolicy::default(),
+            dead_letter: None,
             retry: RetryConfig::default(),
+            drain_timeout_ms: default_drain_timeout_ms(),
         }
     }
 }
@@ -141,10 +170,29 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorPolicy {
-    /// Stop the pipeline with the error; nothing after the event is
-    /// acknowledged, nothing is skipped.
+    /// Stop the pipeline with the error; the checkpoint stays before the
+    /// event, nothing is skipped.
     #[default]
     Halt,
+    /// Write the event, the error, the plugin digest and the attempts to the
+    /// `dead_letter` destination, then go on.
+    DeadLetter,
+    /// Hold the event and every later event of its unit of order (key or
+    /// tenant) until resumed; everything else goes on.
+    Park,
+}
+
+/// What must stay in source order.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ordering {
+    /// Events with the same tenant and key; different keys go concurrently.
+    #[default]
+    Key,
+    /// All events of a tenant; different tenants go concurrently.
+    Tenant,
+    /// Everything: one event at a time, in source order.
+    Total,
 }
 
 /// `[pipelines.<name>.retry]`: exponential backoff with jitter.
@@ -187,6 +235,15 @@ fn default_memory_mb() -> u64 {
 }
 fn default_batch_size() -> usize {
     128
+}
+fn default_drain_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_in_flight() -> usize {
+    64
+}
+fn default_max_pending() -> usize {
+    10_000
 }
 fn default_initial_ms() -> u64 {
     100
@@ -332,6 +389,9 @@ impl Config {
         }
         for pipeline in self.pipelines.values_mut() {
             pipeline.plugin.path = resolve(base, &pipeline.plugin.path);
+            if let Some(dead_letter) = &mut pipeline.delivery.dead_letter {
+                dead_letter.resolve_paths(base);
+            }
             pipeline.source.resolve_paths(base);
             pipeline.sink.resolve_paths(base);
         }
@@ -354,19 +414,38 @@ impl Config {
                     format!("no plugin file at {}", plugin.path.display()),
                 );
             }
+            let delivery = &pipeline.delivery;
             for (key, value) in [
                 ("plugin.instances", plugin.instances as u64),
                 ("plugin.timeout_ms", plugin.timeout_ms),
                 ("plugin.memory_mb", plugin.memory_mb),
-                ("batch_size", pipeline.delivery.batch_size as u64),
-                ("retry.initial_ms", pipeline.delivery.retry.initial_ms),
+                ("batch_size", delivery.batch_size as u64),
+                ("max_in_flight", delivery.max_in_flight as u64),
+                ("max_pending", delivery.max_pending as u64),
+                ("max_parked", delivery.max_parked as u64),
+                ("retry.initial_ms", delivery.retry.initial_ms),
             ] {
                 if value == 0 {
                     problems.add(at(key), "must be at least 1");
                 }
             }
-            if pipeline.delivery.retry.max_ms < pipeline.delivery.retry.initial_ms {
+            if delivery.retry.max_ms < delivery.retry.initial_ms {
                 problems.add(at("retry.max_ms"), "must not be less than retry.initial_ms");
+            }
+            match (&delivery.on_error, &delivery.dead_letter) {
+                (ErrorPolicy::DeadLetter, None) => problems.add(
+                    at("dead_letter"),
+                    "missing: on_error = \"dead-letter\" needs a destination",
+                ),
+                (_, Some(dead_letter)) => {
+                    for problem in dead_letter.check() {
+                        problems.add(
+                            at(&format!("dead_letter.{}", problem.path)),
+                            problem.message,
+                        );
+                    }
+                }
+                _ => {}
             }
             for problem in pipeline.source.check() {
                 problems.add(at(&format!("source.{}", problem.path)), problem.message);

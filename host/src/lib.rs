@@ -7,7 +7,9 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod dead_letter;
 pub mod event;
+pub mod kafka;
 pub mod pipeline;
 pub mod plugin;
 pub mod sinks;

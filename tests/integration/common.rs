@@ -118,6 +118,37 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// Writes `dir/ferry.toml`: one pipeline `test` running `plugin` over the
+/// JSON Lines at `events` into the file `out`, with `extra` TOML for the
+/// pipeline table and `plugin_extra` for the plugin table.
+pub fn pipeline_config(
+    dir: &Path,
+    plugin: &str,
+    events: &Path,
+    out: &Path,
+    extra: &str,
+    plugin_extra: &str,
+) -> PathBuf {
+    write(
+        dir,
+        "ferry.toml",
+        &format!(
+            r#"
+            [pipelines.test]
+            source = {{ kind = "file", path = "{}" }}
+            sink = {{ kind = "file", path = "{}" }}
+            {extra}
+            [pipelines.test.plugin]
+            path = "{plugin}"
+            timeout_ms = 1000
+            {plugin_extra}
+            "#,
+            events.display(),
+            out.display()
+        ),
+    )
+}
+
 /// Non-empty lines of a file, each parsed as JSON.
 pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
     text.lines()

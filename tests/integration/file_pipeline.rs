@@ -2,7 +2,7 @@
 //! named by file and line, nothing after a failure delivered, nothing before
 //! it lost.
 
-use crate::common::{ferry, json_lines, repo, run, stderr, stdout, write};
+use crate::common::{ferry, json_lines, pipeline_config, repo, run, stderr, stdout, write};
 use ferry_plugin_artifacts::{KESSEL_OUTBOX_RUST, MISBEHAVE, WRONG_WORLD};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -10,36 +10,7 @@ use std::path::{Path, PathBuf};
 /// A config running `plugin` over `events` into `out`, plus `extra` TOML for
 /// the pipeline table.
 fn config(dir: &Path, plugin: &str, events: &Path, out: &Path, extra: &str) -> PathBuf {
-    config_with(dir, plugin, events, out, extra, "")
-}
-
-/// [`config`] with `plugin_extra` TOML for the plugin table.
-fn config_with(
-    dir: &Path,
-    plugin: &str,
-    events: &Path,
-    out: &Path,
-    extra: &str,
-    plugin_extra: &str,
-) -> PathBuf {
-    write(
-        dir,
-        "ferry.toml",
-        &format!(
-            r#"
-            [pipelines.test]
-            source = {{ kind = "file", path = "{}" }}
-            sink = {{ kind = "file", path = "{}" }}
-            {extra}
-            [pipelines.test.plugin]
-            path = "{plugin}"
-            timeout_ms = 1000
-            {plugin_extra}
-            "#,
-            events.display(),
-            out.display()
-        ),
-    )
+    pipeline_config(dir, plugin, events, out, extra, "")
 }
 
 /// Events for the misbehave plugin in `dir/events.jsonl`.
@@ -61,25 +32,30 @@ fn the_quickstart_maps_kessel_outbox_events_to_stdout() {
     let config = repo().join("examples/quickstart/ferry.toml");
     let output = run(ferry().args(["run", "--config"]).arg(&config));
     assert!(output.status.success(), "{}", stderr(&output));
-    let lines = json_lines(&stdout(&output));
-    let kinds: Vec<&str> = lines
+    let mut lines = json_lines(&stdout(&output));
+    // Keys are delivered concurrently; within a key, in source order.
+    assert_per_key_order(&lines);
+    lines.sort_by_key(line_number);
+    let kinds: Vec<(&str, &str)> = lines
         .iter()
         .map(|line| {
-            ["kessel_report", "kessel_delete"]
+            let kind = ["kessel_report", "kessel_delete"]
                 .into_iter()
                 .find(|kind| line.get(*kind).is_some())
-                .unwrap()
+                .unwrap();
+            (line["key"].as_str().unwrap(), kind)
         })
         .collect();
     assert_eq!(
         kinds,
         [
-            "kessel_report",
-            "kessel_report",
-            "kessel_delete",
-            "kessel_report",
-            "kessel_delete",
-            "kessel_report"
+            ("123", "kessel_report"),
+            ("h-1", "kessel_report"),
+            ("123", "kessel_delete"),
+            // Row-form outbox events are keyed by their aggregate id.
+            ("h-2", "kessel_report"),
+            ("h-2", "kessel_delete"),
+            ("124", "kessel_report"),
         ]
     );
     let digest = format!(
@@ -91,34 +67,72 @@ fn the_quickstart_maps_kessel_outbox_events_to_stdout() {
         assert_eq!(line["plugin"], Value::String(digest.clone()));
     }
     assert_eq!(lines[0]["position"], "events.jsonl:1");
-    assert_eq!(lines[0]["key"], "123");
     assert_eq!(
         lines[0]["kessel_report"]["representations"]["metadata"]["local_resource_id"],
         "123"
     );
-    // Row-form outbox events are keyed by their aggregate id.
-    assert_eq!(lines[3]["key"], "h-2");
 }
 
-#[test]
-fn order_is_kept_across_concurrent_batches() {
+/// The line number in a file-sink line's `position` (`events.jsonl:12`).
+fn line_number(line: &Value) -> u64 {
+    let position = line["position"].as_str().unwrap();
+    position.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Within each key, positions increase.
+fn assert_per_key_order(lines: &[Value]) {
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    for line in lines {
+        let key = line["key"].as_str().unwrap_or_default().to_string();
+        let number = line_number(line);
+        if let Some(previous) = last.insert(key.clone(), number) {
+            assert!(
+                previous < number,
+                "key {key}: line {number} delivered after line {previous}"
+            );
+        }
+    }
+}
+
+/// Runs `count` events over 7 keys through the misbehave plugin in batches
+/// of 7 on 3 instances, with `extra` TOML for the pipeline table; returns
+/// the sink's lines.
+fn run_seven_keys(count: usize, extra: &str) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
-    let keys: Vec<String> = (0..1000).map(|i| format!("k{}", i % 7)).collect();
+    let keys: Vec<String> = (0..count).map(|i| format!("k{}", i % 7)).collect();
     let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     let events = events_file(dir.path(), &keys);
     let out = dir.path().join("out.jsonl");
-    let config = config_with(
+    let extra = format!("batch_size = 7\n{extra}");
+    let config = pipeline_config(
         dir.path(),
         MISBEHAVE,
         &events,
         &out,
-        "batch_size = 7",
+        &extra,
         "instances = 3",
     );
     let output = run(ferry().args(["run", "--config"]).arg(&config));
     assert!(output.status.success(), "{}", stderr(&output));
-    let expected: Vec<String> = (0..1000).map(|n| format!("{{\"n\":{n}}}")).collect();
-    assert_eq!(values(&out), expected);
+    json_lines(&std::fs::read_to_string(&out).unwrap())
+}
+
+#[test]
+fn per_key_order_is_kept_across_concurrent_batches_and_keys() {
+    let lines = run_seven_keys(1000, "");
+    assert_eq!(lines.len(), 1000, "every event delivered once");
+    assert_per_key_order(&lines);
+}
+
+#[test]
+fn total_ordering_keeps_source_order_across_keys() {
+    let lines = run_seven_keys(500, "ordering = \"total\"");
+    let values: Vec<&str> = lines
+        .iter()
+        .map(|line| line["record"]["value"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..500).map(|n| format!("{{\"n\":{n}}}")).collect();
+    assert_eq!(values, expected);
 }
 
 /// Runs the misbehave plugin over `events` (JSON Lines) into a file sink,
@@ -188,7 +202,8 @@ fn retryable_errors_are_retried_then_follow_the_policy() {
         "{err}"
     );
     assert!(err.contains("gave up after 4 attempts"), "{err}");
-    assert_eq!(delivered, [r#"{"n":0}"#]);
+    // The retries held back only their own key.
+    assert_eq!(delivered, [r#"{"n":0}"#, r#"{"n":2}"#]);
 }
 
 #[test]

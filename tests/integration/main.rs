@@ -5,6 +5,7 @@
 
 mod cli;
 mod common;
+mod engine;
 mod file_pipeline;
 mod kessel;
 mod languages;

@@ -31,7 +31,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
         let (runtime, stop) = (runtime.clone(), stop.clone());
         pipelines.spawn(async move {
             tracing::info!(pipeline = %name, "Pipeline starting.");
-            let result = pipeline::run(&name, &pipeline, &runtime, stop).await;
+            let controls = pipeline::Controls::stop_only(stop);
+            let result = pipeline::run(&name, &pipeline, &runtime, controls).await;
             (name, result)
         });
     }

@@ -7,6 +7,8 @@
 
 pub mod jsonl;
 
+use std::sync::Arc;
+
 pub use crate::plugin::bindings::types::{
     ChangeEvent, Error as PluginError, Header, KesselDelete, KesselReport, Level, Operation,
     Output, Payload, Record,
@@ -69,5 +71,40 @@ impl Payload {
             Payload::KesselDelete(_) => "kessel_delete",
             Payload::Record(_) => "record",
         }
+    }
+}
+
+/// A shared reference to one event of a batch: outputs keep their event
+/// (for dead letters, routing and idempotency keys) without copying it.
+#[derive(Clone)]
+pub struct EventRef {
+    batch: Arc<[ChangeEvent]>,
+    index: usize,
+}
+
+impl EventRef {
+    /// The `index`-th event of `batch`.
+    pub fn new(batch: Arc<[ChangeEvent]>, index: usize) -> EventRef {
+        assert!(index < batch.len(), "event index within its batch");
+        EventRef { batch, index }
+    }
+
+    /// A reference to a lone event.
+    pub fn single(event: ChangeEvent) -> EventRef {
+        EventRef::new(Arc::from([event]), 0)
+    }
+}
+
+impl std::ops::Deref for EventRef {
+    type Target = ChangeEvent;
+
+    fn deref(&self) -> &ChangeEvent {
+        &self.batch[self.index]
+    }
+}
+
+impl std::fmt::Debug for EventRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
     }
 }

@@ -58,7 +58,7 @@ impl Sink for FileSink {
             for delivery in deliveries {
                 let context = OutputContext {
                     pipeline: Some(&self.pipeline),
-                    position: Some(&delivery.position),
+                    position: Some(delivery.position()),
                     plugin: Some(&delivery.plugin),
                 };
                 let line = OutputJson::new(&delivery.output, delivery.key.as_deref(), context);

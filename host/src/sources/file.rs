@@ -22,13 +22,20 @@ pub struct FileSourceConfig {
 
 impl FileSourceConfig {
     pub(crate) fn check(&self) -> Vec<Problem> {
-        if self.path != Path::new("-") && !self.path.is_file() {
-            return vec![Problem {
-                path: "path".into(),
-                message: format!("no file at {}", self.path.display()),
-            }];
+        if self.path == Path::new("-") {
+            return Vec::new();
         }
-        Vec::new()
+        // Anything readable that is not a directory will do: a FIFO or a
+        // character device streams events as well as a regular file.
+        let message = match std::fs::metadata(&self.path) {
+            Ok(metadata) if metadata.is_dir() => format!("{} is a directory", self.path.display()),
+            Ok(_) => return Vec::new(),
+            Err(_) => format!("no file at {}", self.path.display()),
+        };
+        vec![Problem {
+            path: "path".into(),
+            message,
+        }]
     }
 }
 

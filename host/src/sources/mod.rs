@@ -57,6 +57,11 @@ pub enum SourceItem {
     /// Input that is not a change event. It keeps its place in the stream
     /// and gets the pipeline's error policy, like an event that fails.
     Invalid(InvalidInput),
+    /// The end of a source transaction: every event since the previous end
+    /// belongs to one transaction. Sources that know transaction
+    /// boundaries send it (a sink writing each source transaction atomically
+    /// needs it); others need not. It has a sequence number like any item.
+    TransactionEnd,
 }
 
 /// Input a source could not decode.

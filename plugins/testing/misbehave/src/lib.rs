@@ -10,6 +10,8 @@
 //! | `fail`     | returns a permanent error                                   |
 //! | `skip`     | returns no output                                           |
 //! | `log`      | writes a log line through the host, then echoes             |
+//! | `flaky:permanent` | a permanent error the first time this instance sees the event's position, then echoes |
+//! | `flaky:retry`     | a retryable error the first time, then echoes       |
 //! | other/none | echoes: one record, key = event key, value = `after`        |
 //!
 //! Echoed records carry a `tag` header with the `tag` setting (default
@@ -17,10 +19,13 @@
 //! `fail_init = "true"` makes `init` refuse the configuration.
 
 use ferry_plugin_sdk::{ChangeEvent, Error, Output, Plugin, Settings, log};
+use std::collections::HashSet;
 use std::hint::black_box;
 
 struct Misbehave {
     tag: String,
+    /// Positions of `flaky:*` events this instance has failed once.
+    failed_once: HashSet<String>,
 }
 
 impl Plugin for Misbehave {
@@ -30,6 +35,7 @@ impl Plugin for Misbehave {
         }
         Ok(Misbehave {
             tag: settings.get_or("tag", "none").to_string(),
+            failed_once: HashSet::new(),
         })
     }
 
@@ -48,6 +54,15 @@ impl Plugin for Misbehave {
             "fail" => return Err(Error::permanent("asked to fail")),
             "skip" => return Ok(Vec::new()),
             "log" => log::info(&format!("log line for {}", event.position)),
+            "flaky:permanent" | "flaky:retry"
+                if self.failed_once.insert(event.position.clone()) =>
+            {
+                return Err(if key == "flaky:retry" {
+                    Error::retryable("flaky, first attempt")
+                } else {
+                    Error::permanent("flaky, first attempt")
+                });
+            }
             other => {
                 if let Some(mib) = other
                     .strip_prefix("grow:")
