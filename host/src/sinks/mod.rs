@@ -5,9 +5,10 @@
 //! or says whether a retry may help. A sink never imports a source.
 
 pub mod file;
+pub mod kessel;
 
 use crate::config::{Problem, resolve};
-use crate::event::Output;
+use crate::event::{EventRef, Output};
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::path::Path;
@@ -21,6 +22,8 @@ pub enum SinkConfig {
     File(file::FileSinkConfig),
     /// JSON Lines to stdout.
     Stdout,
+    /// Kessel Inventory API v1beta2 (gRPC): ReportResource / DeleteResource.
+    Kessel(Box<kessel::KesselSinkConfig>),
 }
 
 impl SinkConfig {
@@ -29,6 +32,9 @@ impl SinkConfig {
         let sink = match self {
             SinkConfig::File(config) => file::FileSink::open(pipeline, &config.path).await?,
             SinkConfig::Stdout => file::FileSink::stdout(pipeline),
+            SinkConfig::Kessel(config) => {
+                return Ok(Arc::new(kessel::KesselSink::new(pipeline, config).await?));
+            }
         };
         Ok(Arc::new(sink))
     }
@@ -37,35 +43,43 @@ impl SinkConfig {
         match self {
             SinkConfig::File(config) => config.path = resolve(base, &config.path),
             SinkConfig::Stdout => {}
+            SinkConfig::Kessel(config) => config.resolve_paths(base),
         }
     }
 
     /// Problems that types alone cannot catch; paths relative to the sink.
     pub(crate) fn check(&self) -> Vec<Problem> {
-        Vec::new()
+        match self {
+            SinkConfig::Kessel(config) => config.check(),
+            SinkConfig::File(_) | SinkConfig::Stdout => Vec::new(),
+        }
     }
 }
 
-/// One output to deliver, with where it came from.
+/// One output to deliver, with the event it came from.
 #[derive(Debug, Clone)]
 pub struct Delivery {
-    /// Position of the event that produced it: unique per event and stable
-    /// across replays (with `index`, the basis of deterministic idempotency
-    /// keys).
-    pub position: Arc<str>,
+    /// The source sequence number of the event (engine bookkeeping).
+    pub seq: u64,
+    /// The event that produced the output: its `position` (unique per event
+    /// and stable across replays) with `index` is the basis of deterministic
+    /// idempotency keys; its headers and origin feed topic routing.
+    pub event: EventRef,
     /// The output's index among its event's outputs.
     pub index: u32,
     /// The ordering key: the output's own, else the event's.
     pub key: Option<String>,
-    /// The event's tenant.
-    pub tenant: Option<Arc<str>>,
-    /// The event's source transaction; outputs of one source transaction
-    /// are contiguous.
-    pub transaction_id: Option<Arc<str>>,
     /// What to send.
     pub output: Output,
     /// Digest of the plugin version that produced it (`sha256:` + 16 hex).
     pub plugin: Arc<str>,
+}
+
+impl Delivery {
+    /// Position of the event that produced the output.
+    pub fn position(&self) -> &str {
+        &self.event.position
+    }
 }
 
 /// Whether retrying a failed delivery may help.
@@ -117,4 +131,20 @@ pub trait Sink: Send + Sync {
     /// from there (a receiver may see a delivery twice, and absorbs it by
     /// idempotency).
     fn deliver<'a>(&'a self, deliveries: &'a [Delivery]) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// How the engine must slice deliveries for this sink.
+    fn grouping(&self) -> Grouping {
+        Grouping::Key
+    }
+}
+
+/// How a sink wants its deliveries sliced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Slices of one unit of order (key, tenant); units go concurrently.
+    Key,
+    /// Whole source transactions, one at a time, in source order (a sink
+    /// that writes each source transaction atomically, such as Kafka in
+    /// transactional mode).
+    SourceTransaction,
 }
