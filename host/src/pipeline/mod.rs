@@ -64,6 +64,12 @@ pub enum Command {
     Parked {
         reply: oneshot::Sender<Vec<ParkedLane>>,
     },
+    /// Load the plugin file again and, if the new version is valid, swap it
+    /// in at the next batch boundary; answers the active digest, or why the
+    /// new version was rejected (the old one keeps running).
+    Reload {
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// How a running pipeline is steered from outside.
@@ -198,6 +204,9 @@ pub async fn run(
                 }
                 Command::Parked { reply } => {
                     let _ = reply.send(engine.parked_lanes());
+                }
+                Command::Reload { reply } => {
+                    let _ = reply.send(Err("hot reload is not available yet".into()));
                 }
             },
             Some(batch) = mapping.next() => {
