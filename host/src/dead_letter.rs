@@ -14,6 +14,7 @@ use crate::config::{Problem, resolve};
 use crate::event::EventRef;
 use crate::event::jsonl::{self, OutputContext, OutputJson};
 use crate::kafka::KafkaClientConfig;
+use crate::pg::Reconnecting;
 use crate::sinks::Delivery;
 use anyhow::Context as _;
 use futures::FutureExt as _;
@@ -240,23 +241,21 @@ impl DeadLetters for KafkaDeadLetters {
     }
 }
 
-/// Inserts dead letters into a Postgres table.
+/// Inserts dead letters into a Postgres table, reconnecting after a
+/// Postgres restart.
 pub struct PostgresDeadLetters {
-    client: tokio_postgres::Client,
-    insert: tokio_postgres::Statement,
+    postgres: Reconnecting,
+    insert: String,
 }
 
 impl PostgresDeadLetters {
+    /// Connects once, creating the table if it is missing, so a wrong
+    /// connection string or table name fails at start.
     pub async fn connect(connection: &str, table: &str) -> anyhow::Result<PostgresDeadLetters> {
-        let (client, driver) = tokio_postgres::connect(connection, tokio_postgres::NoTls)
-            .await
-            .context("cannot connect to Postgres for dead letters")?;
-        tokio::spawn(async move {
-            if let Err(error) = driver.await {
-                tracing::warn!(%error, "The dead-letter connection to Postgres closed.");
-            }
-        });
-        client
+        let postgres = Reconnecting::new(connection, "dead letters");
+        postgres
+            .client()
+            .await?
             .batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
                     id bigserial PRIMARY KEY,
@@ -270,12 +269,10 @@ impl PostgresDeadLetters {
             ))
             .await
             .with_context(|| format!("cannot create the dead-letter table {table}"))?;
-        let insert = client
-            .prepare(&format!(
-                "INSERT INTO {table} (pipeline, position, key, error, letter) VALUES ($1, $2, $3, $4, $5::text::jsonb)"
-            ))
-            .await?;
-        Ok(PostgresDeadLetters { client, insert })
+        let insert = format!(
+            "INSERT INTO {table} (pipeline, position, key, error, letter) VALUES ($1, $2, $3, $4, $5::text::jsonb)"
+        );
+        Ok(PostgresDeadLetters { postgres, insert })
     }
 }
 
@@ -283,7 +280,9 @@ impl DeadLetters for PostgresDeadLetters {
     fn write<'a>(&'a self, letter: &'a DeadLetter) -> BoxFuture<'a, anyhow::Result<()>> {
         async move {
             let json = letter.to_json();
-            self.client
+            self.postgres
+                .client()
+                .await?
                 .execute(
                     &self.insert,
                     &[

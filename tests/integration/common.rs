@@ -156,3 +156,26 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
 }
+
+/// Creates a fresh database named after `test`; returns its connection
+/// string and an admin client to drop it with.
+pub async fn fresh_database(test: &str) -> (String, tokio_postgres::Client) {
+    let database = format!("ferry_{test}_{}", std::process::id());
+    let admin = "host=127.0.0.1 user=postgres dbname=postgres";
+    let (client, driver) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {database}"))
+        .await
+        .unwrap();
+    (
+        format!("host=127.0.0.1 user=postgres dbname={database}"),
+        client,
+    )
+}

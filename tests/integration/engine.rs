@@ -2,7 +2,9 @@
 //! dead-letter (to a file and to a Postgres table), park (by key and by
 //! tenant) and resuming a parked key.
 
-use crate::common::{ferry, json_lines, pipeline_config, run, runtime, stderr, write};
+use crate::common::{
+    ferry, fresh_database, json_lines, pipeline_config, run, runtime, stderr, write,
+};
 use ferry::config::Config;
 use ferry::pipeline::{self, Command, Controls, LaneKey};
 use ferry_plugin_artifacts::MISBEHAVE;
@@ -281,20 +283,8 @@ async fn ask<T>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_can_go_to_a_postgres_table() {
-    let database = format!("ferry_dlq_{}", std::process::id());
-    let admin = "host=127.0.0.1 user=postgres dbname=postgres";
-    let (client, driver) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(driver);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {database}"))
-        .await
-        .unwrap();
+    let (connection, client) = fresh_database("dlq").await;
+    let database = connection.rsplit('=').next().unwrap().to_string();
 
     let dir = tempfile::tempdir().unwrap();
     let events: String = [("a", 0), ("fail", 1), ("b", 2)]
@@ -302,7 +292,6 @@ async fn dead_letters_can_go_to_a_postgres_table() {
         .map(|(key, n)| line(key, *n, None))
         .collect();
     let events = write(dir.path(), "events.jsonl", &events);
-    let connection = format!("host=127.0.0.1 user=postgres dbname={database}");
     let extra = format!(
         "on_error = \"dead-letter\"\ndead_letter = {{ kind = \"postgres\", connection = \"{connection}\", table = \"letters\" }}"
     );

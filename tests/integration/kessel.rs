@@ -3,7 +3,7 @@
 //! constructed deliveries, and through `ferry run` with the file source and
 //! the Rust Kessel outbox plugin.
 
-use crate::common::{ferry, repo, run, stderr, write};
+use crate::common::{ferry, fresh_database, repo, run, stderr, write};
 use ferry::event::{ChangeEvent, EventRef, KesselDelete, KesselReport, Operation, Output, Payload};
 use ferry::sinks::kessel::request::transaction_id;
 use ferry::sinks::{Delivery, Retry, Sink, SinkConfig, SinkError};
@@ -959,4 +959,84 @@ fn tls_and_oauth_from_the_config_file() {
     assert_eq!(output.status.code(), Some(1), "{err}");
     assert!(err.contains("invalid_client"), "{err}");
     assert!(!err.contains("not-the-secret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_is_notified_of_each_event_only_after_kessel_has_it() {
+    use futures::StreamExt as _;
+    let (connection, admin) = fresh_database("notify").await;
+    let server = KesselServer::start().unwrap();
+    // Slow calls: a notification sent too early would arrive before the
+    // server holds the resource.
+    server.set_delay(Duration::from_millis(100));
+    let sink = sink(
+        &server,
+        &format!(
+            "notify = {{ connection = \"{connection}\", channel = \"host-replication\", payload = \"{{after:id}}\" }}"
+        ),
+    )
+    .await;
+
+    // LISTEN on a connection of its own, as the seed advises.
+    let (listener, mut driver) = tokio_postgres::connect(&connection, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| driver.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(note) = message {
+                let _ = notes_tx.send((note.channel().to_string(), note.payload().to_string()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN \"host-replication\"")
+        .await
+        .unwrap();
+
+    let deliveries: Vec<Delivery> = (0..3)
+        .map(|n| {
+            let mut delivery = reporting(
+                &format!("src:{n}"),
+                "k",
+                &report("host", &format!("h{n}"), json!({})),
+            );
+            let mut event = (*delivery.event).clone();
+            event.after = Some(json!({"id": format!("event-{n}")}).to_string());
+            delivery.event = EventRef::single(event);
+            delivery
+        })
+        .collect();
+    let deliver = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.deliver(&deliveries).await }
+    });
+    for n in 0..3 {
+        let (channel, payload) = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+            .await
+            .expect("a notification within 10 s")
+            .unwrap();
+        assert_eq!(channel, "host-replication");
+        assert_eq!(payload, format!("event-{n}"));
+        assert!(
+            server.resource("host", &format!("h{n}")).is_some(),
+            "notified of event-{n} before Kessel had h{n}"
+        );
+    }
+    deliver.await.unwrap().unwrap();
+
+    // An event without the payload's field is refused before it is sent.
+    let lacking = [reporting("src:9", "k", &report("host", "h9", json!({})))];
+    let error = sink.deliver(&lacking).await.unwrap_err();
+    assert_eq!(error.retry, Retry::Never);
+    assert!(format!("{error}").contains("{after:id}"), "{error}");
+    assert!(server.resource("host", "h9").is_none());
+
+    drop(listener);
+    let database = connection.rsplit('=').next().unwrap().to_string();
+    admin
+        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
+        .await
+        .unwrap();
 }

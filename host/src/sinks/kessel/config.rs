@@ -3,6 +3,7 @@
 //! [`super::KesselSink::new`].
 
 use crate::config::{Problem, resolve};
+use crate::notify::NotifyConfig;
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,10 @@ pub struct KesselSinkConfig {
     /// OAuth2 client credentials; without them, calls carry no token.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// A Postgres NOTIFY after each event's outputs are acknowledged by
+    /// Kessel (read-after-write for a request handler that LISTENs).
+    #[serde(default)]
+    pub notify: Option<NotifyConfig>,
 }
 
 /// The `write_visibility` a pipeline may ask for.
@@ -228,6 +233,12 @@ impl KesselSinkConfig {
                     }
                 }
             }
+        }
+        if let Some(notify) = &self.notify {
+            problems.extend(notify.check().into_iter().map(|problem| Problem {
+                path: format!("notify.{}", problem.path),
+                message: problem.message,
+            }));
         }
         problems
     }

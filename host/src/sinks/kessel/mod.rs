@@ -23,6 +23,7 @@ pub use config::KesselSinkConfig;
 
 use super::{Delivery, Sink, SinkError};
 use crate::event::Payload;
+use crate::notify::Notifier;
 use anyhow::Context as _;
 use auth::{AuthError, Bearer, TokenSource};
 use config::DeleteNotFound;
@@ -45,6 +46,7 @@ pub struct KesselSink {
     write_visibility: Option<i32>,
     delete_not_found: DeleteNotFound,
     auth: Option<TokenSource>,
+    notify: Option<Notifier>,
 }
 
 /// One call, ready to send.
@@ -155,6 +157,7 @@ impl KesselSink {
             }),
             delete_not_found: config.delete_not_found,
             auth,
+            notify: config.notify.as_ref().map(Notifier::new).transpose()?,
         })
     }
 
@@ -317,10 +320,38 @@ impl KesselSink {
 impl Sink for KesselSink {
     fn deliver<'a>(&'a self, deliveries: &'a [Delivery]) -> BoxFuture<'a, Result<(), SinkError>> {
         async move {
+            // One notification per event, after its outputs here are sent.
+            let mut payloads = Vec::new();
+            let mut result = Ok(());
             for (at, delivery) in deliveries.iter().enumerate() {
-                self.deliver_one(delivery, at).await?;
+                let last_of_event = deliveries
+                    .get(at + 1)
+                    .is_none_or(|next| next.position() != delivery.position());
+                if let (Some(notify), true) = (&self.notify, last_of_event) {
+                    match notify.payload(delivery) {
+                        Ok(payload) => payloads.push(payload),
+                        Err(error) => {
+                            result = Err(SinkError::permanent(at, error));
+                            break;
+                        }
+                    }
+                }
+                if let Err(error) = self.deliver_one(delivery, at).await {
+                    if last_of_event {
+                        payloads.pop();
+                    }
+                    result = Err(error);
+                    break;
+                }
             }
-            Ok(())
+            if let Some(notify) = &self.notify
+                && let Err(error) = notify.send(&payloads).await
+            {
+                // Retried with the slice: Kessel absorbs the repeated calls
+                // (same transaction ids); listeners get theirs.
+                return Err(SinkError::retryable(0, error));
+            }
+            result
         }
         .boxed()
     }
