@@ -16,6 +16,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "kessel-outbox-plugin",
         "kessel_outbox_plugin",
     ),
+    (
+        "SDMX_STRUCTURES",
+        "sdmx-structures-plugin",
+        "sdmx_structures_plugin",
+    ),
     ("MISBEHAVE", "ferry-test-misbehave", "ferry_test_misbehave"),
     (
         "WRONG_WORLD",
@@ -34,6 +39,7 @@ fn main() {
         "wit",
         "plugins/rust-sdk",
         "plugins/kessel-outbox",
+        "plugins/sdmx",
         "plugins/testing",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());

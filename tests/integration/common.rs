@@ -157,25 +157,45 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Creates a fresh database named after `test`; returns its connection
-/// string and an admin client to drop it with.
-pub async fn fresh_database(test: &str) -> (String, tokio_postgres::Client) {
-    let database = format!("ferry_{test}_{}", std::process::id());
-    let admin = "host=127.0.0.1 user=postgres dbname=postgres";
-    let (client, driver) = tokio_postgres::connect(admin, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(driver);
-    client
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        .await
-        .unwrap();
-    client
-        .batch_execute(&format!("CREATE DATABASE {database}"))
-        .await
-        .unwrap();
-    (
-        format!("host=127.0.0.1 user=postgres dbname={database}"),
-        client,
+/// A database of its own for one test, dropped by [`TestDatabase::drop`].
+pub struct TestDatabase {
+    /// Its connection string.
+    pub connection: String,
+    name: String,
+    admin: tokio_postgres::Client,
+}
+
+impl TestDatabase {
+    /// Drops the database, closing any connection still open to it.
+    pub async fn drop(self) {
+        self.admin
+            .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .await
+            .unwrap();
+    }
+}
+
+/// Creates a fresh database named after `test` (and this process).
+pub async fn fresh_database(test: &str) -> TestDatabase {
+    let name = format!("ferry_{test}_{}", std::process::id());
+    let (admin, driver) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
     )
+    .await
+    .unwrap();
+    tokio::spawn(driver);
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    TestDatabase {
+        connection: format!("host=127.0.0.1 user=postgres dbname={name}"),
+        name,
+        admin,
+    }
 }

@@ -283,8 +283,8 @@ async fn ask<T>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_can_go_to_a_postgres_table() {
-    let (connection, client) = fresh_database("dlq").await;
-    let database = connection.rsplit('=').next().unwrap().to_string();
+    let database = fresh_database("dlq").await;
+    let connection = database.connection.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let events: String = [("a", 0), ("fail", 1), ("b", 2)]
@@ -320,8 +320,5 @@ async fn dead_letters_can_go_to_a_postgres_table() {
     let letter: Value = serde_json::from_str(&rows[0].get::<_, String>(3)).unwrap();
     assert_eq!(letter["event"]["after"], serde_json::json!({"n": 1}));
     drop(db);
-    client
-        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .await
-        .unwrap();
+    database.drop().await;
 }

@@ -964,7 +964,8 @@ fn tls_and_oauth_from_the_config_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_listener_is_notified_of_each_event_only_after_kessel_has_it() {
     use futures::StreamExt as _;
-    let (connection, admin) = fresh_database("notify").await;
+    let database = fresh_database("notify").await;
+    let connection = database.connection.clone();
     let server = KesselServer::start().unwrap();
     // Slow calls: a notification sent too early would arrive before the
     // server holds the resource.
@@ -1034,9 +1035,5 @@ async fn a_listener_is_notified_of_each_event_only_after_kessel_has_it() {
     assert!(server.resource("host", "h9").is_none());
 
     drop(listener);
-    let database = connection.rsplit('=').next().unwrap().to_string();
-    admin
-        .batch_execute(&format!("DROP DATABASE {database} WITH (FORCE)"))
-        .await
-        .unwrap();
+    database.drop().await;
 }

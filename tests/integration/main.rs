@@ -12,3 +12,4 @@ mod languages;
 mod limits;
 mod plugins;
 mod postgres;
+mod sdmx;

@@ -1,0 +1,232 @@
+//! The SDMX registry example (`examples/sdmx-registry`) and the SDMX plugin
+//! (`plugins/sdmx`): structure documents built by the registry's own SQL
+//! functions in a real Postgres, mapped by the real component, validated
+//! against the official SDMX 2.1 XML schemas (fetched by
+//! `scripts/setup.d/60-sdmx.sh`) with xmllint.
+
+use crate::common::{ferry, fresh_database, json_lines, repo, run, stderr, write};
+use ferry_plugin_artifacts::SDMX_STRUCTURES;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+const STRUCTURE_NS: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/structure";
+const COMMON_NS: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/common";
+
+fn example(file: &str) -> String {
+    std::fs::read_to_string(repo().join("examples/sdmx-registry").join(file)).unwrap()
+}
+
+/// The official SDMX 2.1 message schema; fails loudly when setup has not
+/// fetched it.
+fn message_schema() -> PathBuf {
+    let schema = repo().join("target/sdmx-schemas/sdmx21/SDMXMessage.xsd");
+    assert!(
+        schema.is_file(),
+        "{} is missing: run scripts/setup (scripts/setup.d/60-sdmx.sh fetches the SDMX schemas)",
+        schema.display()
+    );
+    schema
+}
+
+/// Validates `xml` against the official schema with xmllint.
+fn assert_schema_valid(dir: &Path, name: &str, xml: &str) {
+    let file = write(dir, &format!("{name}.xml"), xml);
+    let output = std::process::Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(message_schema())
+        .arg(&file)
+        .output()
+        .expect("xmllint runs (scripts/setup installs libxml2-utils)");
+    assert!(
+        output.status.success(),
+        "{name} is not a valid SDMX-ML 2.1 structure message:\n{}\n{xml}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Every current structure's document, as the registry's functions build
+/// them, as message events (what the Postgres source's `messages` mode
+/// delivers), plus a deletion.
+async fn registry_events(dir: &Path) -> PathBuf {
+    let database = fresh_database("sdmx_docs").await;
+    let connection = database.connection.clone();
+    let (client, driver) = tokio_postgres::connect(&connection, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    client.batch_execute(&example("schema.sql")).await.unwrap();
+    client.batch_execute(&example("seed.sql")).await.unwrap();
+    let rows = client
+        .query(
+            "SELECT sdmx_document(class, agency, id, version)::text FROM sdmx_structures()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut lines = String::new();
+    let documents = rows
+        .iter()
+        .map(|row| serde_json::from_str::<Value>(&row.get::<_, String>(0)).unwrap())
+        .chain([json!({"action": "delete", "class": "Dataflow", "agency": "ECB", "id": "EXR_INTERNAL", "version": "1.0"})]);
+    for (n, document) in documents.enumerate() {
+        let event = json!({
+            "op": "message",
+            "origin": "sdmx",
+            "position": format!("0/1A2B3C4/{n}"),
+            "transaction_id": "771",
+            "commit_time": "2026-11-24T10:00:00Z",
+            "after": document,
+        });
+        lines.push_str(&format!("{event}\n"));
+    }
+    drop(client);
+    database.drop().await;
+    write(dir, "documents.jsonl", &lines)
+}
+
+/// `ferry plugin test` of the SDMX plugin over `events` with `settings`.
+fn map(events: &Path, settings: &[&str]) -> Vec<Value> {
+    let mut command = ferry();
+    command
+        .args(["plugin", "test", SDMX_STRUCTURES, "--input"])
+        .arg(events);
+    for setting in settings {
+        command.args(["--config", setting]);
+    }
+    let output = run(&mut command);
+    assert!(output.status.success(), "{}", stderr(&output));
+    json_lines(&String::from_utf8(output.stdout).unwrap())
+}
+
+/// The one record of a result line.
+fn record(line: &Value) -> &Value {
+    let outputs = line["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(outputs.len(), 1, "{line}");
+    &outputs[0]["record"]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_structures_become_schema_valid_messages_keyed_by_urn() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = registry_events(dir.path()).await;
+    let lines = map(&events, &["topic=sdmx.{access_group}"]);
+
+    let keys: Vec<&str> = lines
+        .iter()
+        .map(|line| record(line)["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "urn:sdmx:org.sdmx.infomodel.base.AgencyScheme=SDMX:AGENCIES(1.0)",
+            "urn:sdmx:org.sdmx.infomodel.codelist.Codelist=ECB:CL_CURRENCY(1.0)",
+            "urn:sdmx:org.sdmx.infomodel.codelist.Codelist=ECB:CL_OBS_STATUS(1.0)",
+            "urn:sdmx:org.sdmx.infomodel.codelist.Codelist=SDMX:CL_FREQ(2.0)",
+            "urn:sdmx:org.sdmx.infomodel.conceptscheme.ConceptScheme=ECB:ECB_CONCEPTS(1.0)",
+            "urn:sdmx:org.sdmx.infomodel.datastructure.DataStructure=ECB:ECB_EXR1(1.0)",
+            "urn:sdmx:org.sdmx.infomodel.datastructure.Dataflow=ECB:EXR(1.0)",
+            "urn:sdmx:org.sdmx.infomodel.datastructure.Dataflow=ECB:EXR_INTERNAL(1.0)",
+            "urn:sdmx:org.sdmx.infomodel.datastructure.Dataflow=ECB:EXR_INTERNAL(1.0)",
+        ]
+    );
+
+    for (n, line) in lines.iter().enumerate().take(8) {
+        let record = record(line);
+        assert_eq!(
+            record["headers"]["content-type"],
+            "application/vnd.sdmx.structure+xml; version=2.1"
+        );
+        assert_eq!(record["headers"]["source-transaction"], "771");
+        assert_schema_valid(
+            dir.path(),
+            &format!("structure-{n}"),
+            record["value"].as_str().unwrap(),
+        );
+    }
+
+    // The whole codelist, every code with its names in each language.
+    let codelist = record(&lines[3])["value"].as_str().unwrap();
+    let xml = roxmltree::Document::parse(codelist).unwrap();
+    let codes: Vec<(&str, Vec<(&str, &str)>)> = xml
+        .descendants()
+        .filter(|n| n.has_tag_name((STRUCTURE_NS, "Code")))
+        .map(|code| {
+            let names = code
+                .children()
+                .filter(|n| n.has_tag_name((COMMON_NS, "Name")))
+                .map(|n| {
+                    (
+                        n.attribute(("http://www.w3.org/XML/1998/namespace", "lang"))
+                            .unwrap(),
+                        n.text().unwrap(),
+                    )
+                })
+                .collect();
+            (code.attribute("id").unwrap(), names)
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("A", vec![("en", "Annual"), ("fr", "Annuel")]),
+            ("Q", vec![("en", "Quarterly"), ("fr", "Trimestriel")]),
+            ("M", vec![("en", "Monthly"), ("fr", "Mensuel")]),
+        ]
+    );
+
+    // Content security: the internal dataflow goes to its own topic.
+    assert_eq!(record(&lines[6])["topic"], "sdmx.public");
+    assert_eq!(record(&lines[7])["topic"], "sdmx.internal");
+    // A deletion is a tombstone keyed by the URN.
+    let tombstone = record(&lines[8]);
+    assert_eq!(tombstone["value"], Value::Null);
+    assert_eq!(tombstone["headers"]["sdmx-action"], "delete");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdmx_json_is_chosen_by_plugin_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = registry_events(dir.path()).await;
+    let lines = map(&events, &["format=json", "sender=ECB_REGISTRY"]);
+    let record = record(&lines[5]);
+    assert_eq!(
+        record["headers"]["content-type"],
+        "application/vnd.sdmx.structure+json; version=1.0.0"
+    );
+    let message: Value = serde_json::from_str(record["value"].as_str().unwrap()).unwrap();
+    assert_eq!(message["meta"]["sender"]["id"], "ECB_REGISTRY");
+    let dsd = &message["data"]["dataStructures"][0];
+    assert_eq!(dsd["id"], "ECB_EXR1");
+    let dimensions: Vec<&str> = dsd["dataStructureComponents"]["dimensionList"]["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dimensions, ["FREQ", "CURRENCY"]);
+    assert_eq!(
+        dsd["dataStructureComponents"]["dimensionList"]["dimensions"][0]["localRepresentation"]["enumeration"],
+        "urn:sdmx:org.sdmx.infomodel.codelist.Codelist=SDMX:CL_FREQ(2.0)"
+    );
+}
+
+#[test]
+fn a_bad_document_is_a_permanent_error_naming_the_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = write(
+        dir.path(),
+        "bad.jsonl",
+        "{\"op\":\"message\",\"position\":\"0/1/0\",\"after\":{\"action\":\"upsert\",\"class\":\"Codelist\",\"agency\":\"SDMX\",\"id\":\"CL FREQ\",\"names\":{\"en\":\"x\"}}}\n",
+    );
+    let lines = map(&events, &[]);
+    assert_eq!(lines[0]["position"], "0/1/0");
+    assert_eq!(lines[0]["error"]["kind"], "permanent");
+    let message = lines[0]["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"CL FREQ\" is not an SDMX id"),
+        "{message}"
+    );
+}
