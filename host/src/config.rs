@@ -536,11 +536,10 @@ mod tests {
                 ("version".to_string(), "v1beta2".to_string())
             ]
         );
-        match &demo.source {
-            SourceConfig::File(file) => {
-                assert_eq!(file.path, dir.path().join("events.jsonl"))
-            }
-        }
+        let SourceConfig::File(file) = &demo.source else {
+            panic!("a file source");
+        };
+        assert_eq!(file.path, dir.path().join("events.jsonl"));
     }
 
     #[test]

@@ -166,8 +166,35 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Drops the database, closing any connection still open to it.
+    /// Its name, unique to the test and the process; also a fine name for
+    /// the test's replication slot and publication.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drops the database (and its replication slots), closing any
+    /// connection still open to it.
     pub async fn drop(self) {
+        self.admin
+            .execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL",
+                &[&self.name],
+            )
+            .await
+            .unwrap();
+        for _ in 0..50 {
+            let dropped = self
+                .admin
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
+                    &[&self.name],
+                )
+                .await;
+            if dropped.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         self.admin
             .batch_execute(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
             .await

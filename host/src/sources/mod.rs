@@ -9,6 +9,7 @@
 //! A source never imports a sink.
 
 pub mod file;
+pub mod postgres;
 
 use crate::config::{Problem, resolve};
 use crate::event::ChangeEvent;
@@ -25,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 pub enum SourceConfig {
     /// JSON Lines change events from a file or stdin.
     File(file::FileSourceConfig),
+    /// Logical replication from Postgres: an outbox table, logical
+    /// messages, or row changes.
+    Postgres(Box<postgres::PostgresSourceConfig>),
 }
 
 impl SourceConfig {
@@ -32,12 +36,16 @@ impl SourceConfig {
     pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
         match self {
             SourceConfig::File(config) => Ok(Box::new(file::FileSource::new(config.clone()))),
+            SourceConfig::Postgres(config) => {
+                Ok(Box::new(postgres::PostgresSource::new((**config).clone())))
+            }
         }
     }
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         match self {
             SourceConfig::File(config) => config.path = resolve(base, &config.path),
+            SourceConfig::Postgres(_) => {}
         }
     }
 
@@ -45,6 +53,7 @@ impl SourceConfig {
     pub(crate) fn check(&self) -> Vec<Problem> {
         match self {
             SourceConfig::File(config) => config.check(),
+            SourceConfig::Postgres(config) => config.check(),
         }
     }
 }
