@@ -8,6 +8,7 @@ mod common;
 mod engine;
 mod file_pipeline;
 mod kessel;
+mod kessel_outbox;
 mod languages;
 mod limits;
 mod plugins;
