@@ -1,3 +1,283 @@
-//! Placeholder: filled by the postgres work.
+//! The Postgres source's drain rate and latency, against the local
+//! Postgres (wal_level=logical):
+//!
+//! 1. `FERRY_BENCH_ROWS` (default 50,000; the issue's figure is 200,000)
+//!    outbox rows of ~1 KB committed before anything reads them, 100 per
+//!    transaction;
+//! 2. the physical limit: a minimal reader of its own slot (the same
+//!    replication library, counting inserts, no decoding) until the end;
+//! 3. ferry: the real binary, outbox mode, the Rust Kessel plugin, the file
+//!    sink to /dev/null, until the slot is confirmed at the end — startup
+//!    included;
+//! 4. latency: ferry running, 2,000 rows/s for 5 s, one per transaction,
+//!    each stamped with its commit time; commit → line written, p50/p99.
+//!
+//! Run: `cargo bench -p ferry --bench postgres` (FERRY_BENCH_ROWS=200000 for
+//! the full figure).
 
-fn main() {}
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use std::io::{BufRead as _, Seek as _};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const DATABASE: &str = "ferry_bench_pg";
+const ADMIN: &str = "host=127.0.0.1 user=postgres dbname=postgres";
+
+fn connection() -> String {
+    format!("host=127.0.0.1 user=postgres dbname={DATABASE}")
+}
+
+async fn connect(connection: &str) -> tokio_postgres::Client {
+    let (client, driver) = tokio_postgres::connect(connection, tokio_postgres::NoTls)
+        .await
+        .expect("Postgres at 127.0.0.1:5432 (scripts/setup)");
+    tokio::spawn(driver);
+    client
+}
+
+async fn reset() {
+    let admin = connect(ADMIN).await;
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{DATABASE}';
+             DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE);"
+        ))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+        .await
+        .unwrap();
+}
+
+fn schema() -> &'static str {
+    "CREATE TABLE outbox (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), aggregatetype text NOT NULL,
+         aggregateid text NOT NULL, version text NOT NULL, operation text NOT NULL, payload jsonb);
+     CREATE PUBLICATION bench FOR TABLE outbox;"
+}
+
+/// ~1 KB ReportResource payload; `sent` is a SQL expression stamped in.
+fn insert(rows: usize, first: usize, sent: &str) -> String {
+    let notes = "x".repeat(600);
+    format!(
+        "INSERT INTO outbox (aggregatetype, aggregateid, version, operation, payload)
+         SELECT 'host', 'host-' || (n % 1000), 'v1beta2', 'ReportResource', jsonb_build_object(
+           'type', 'host', 'reporter_type', 'hbi', 'reporter_instance_id', 'redhat',
+           'representations', jsonb_build_object(
+             'metadata', jsonb_build_object('local_resource_id', 'host-' || n,
+                 'api_href', 'https://console.example.com/api/inventory/v1/hosts/host-' || n,
+                 'reporter_version', '2.3.1'),
+             'common', jsonb_build_object('workspace_id', 'a64d17d0-aec3-410a-acd0-e0b85b22c076'),
+             'reporter', jsonb_build_object('sent', {sent}, 'notes', '{notes}')))
+         FROM generate_series({first}, {}) AS n;",
+        first + rows - 1
+    )
+}
+
+async fn current_lsn(client: &tokio_postgres::Client) -> String {
+    client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Reads slot `slot` to `end` with nothing but the replication library.
+async fn raw_reader(slot: &str, end: &str) -> (usize, Duration) {
+    let config = ReplicationConfig::new("127.0.0.1", "postgres", "", DATABASE, slot, "bench")
+        .with_start_lsn(Lsn::ZERO)
+        .with_stop_lsn(Lsn::parse(end).unwrap());
+    let started = Instant::now();
+    let mut client = ReplicationClient::connect(config).await.unwrap();
+    let mut inserts = 0;
+    while let Some(event) = client.recv().await.unwrap() {
+        match event {
+            ReplicationEvent::XLogData { data, .. } if data.first() == Some(&b'I') => inserts += 1,
+            ReplicationEvent::StoppedAt { .. } => break,
+            _ => {}
+        }
+    }
+    (inserts, started.elapsed())
+}
+
+fn config(dir: &Path, slot: &str, out: &Path) -> std::path::PathBuf {
+    let path = dir.join(format!("{slot}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+            [pipelines.bench]
+            batch_size = 256
+            source = {{ kind = "postgres", connection = "{}", slot = "{slot}", publication = "bench", mode = "outbox" }}
+            sink = {{ kind = "file", path = "{}" }}
+            [pipelines.bench.plugin]
+            path = "{}"
+            instances = 2
+            "#,
+            connection(),
+            out.display(),
+            ferry_plugin_artifacts::KESSEL_OUTBOX_RUST,
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(config: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("FERRY_LOG", "warn")
+        .spawn()
+        .unwrap()
+}
+
+fn stop(child: std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait_with_output().unwrap();
+}
+
+async fn confirmed_at_least(client: &tokio_postgres::Client, slot: &str, lsn: &str) -> bool {
+    client
+        .query_one(
+            "SELECT confirmed_flush_lsn >= $2::text::pg_lsn FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot, &lsn],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+#[tokio::main]
+async fn main() {
+    let rows: usize = std::env::var("FERRY_BENCH_ROWS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50_000);
+    reset().await;
+    let client = connect(&connection()).await;
+    client.batch_execute(schema()).await.unwrap();
+    for slot in ["bench_raw", "bench_ferry"] {
+        client
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&slot],
+            )
+            .await
+            .unwrap();
+    }
+    let loading = Instant::now();
+    for first in (0..rows).step_by(100) {
+        client
+            .batch_execute(&insert(100.min(rows - first), first, "0"))
+            .await
+            .unwrap();
+    }
+    let end = current_lsn(&client).await;
+    println!(
+        "committed {rows} outbox rows of ~1 KB in {:.1} s",
+        loading.elapsed().as_secs_f64()
+    );
+
+    let (inserts, raw) = raw_reader("bench_raw", &end).await;
+    assert_eq!(inserts, rows);
+    let raw_rate = rows as f64 / raw.as_secs_f64();
+    println!(
+        "physical limit (replication reader, no decoding): {raw_rate:.0} rows/s ({:.2} s)",
+        raw.as_secs_f64()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let ferry = start(&config(dir.path(), "bench_ferry", Path::new("/dev/null")));
+    while !confirmed_at_least(&client, "bench_ferry", &end).await {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drained = started.elapsed();
+    stop(ferry);
+    let ferry_rate = rows as f64 / drained.as_secs_f64();
+    println!(
+        "ferry (outbox → Rust Kessel plugin → file sink, startup included): {ferry_rate:.0} events/s ({:.2} s) = {:.0}% of the physical limit",
+        drained.as_secs_f64(),
+        100.0 * ferry_rate / raw_rate
+    );
+
+    // Latency at a steady 2,000 events/s.
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot('bench_latency', 'pgoutput')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let out = dir.path().join("latency.jsonl");
+    std::fs::write(&out, "").unwrap();
+    let ferry = start(&config(dir.path(), "bench_latency", &out));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rate = 2_000;
+    let seconds = 5;
+    let writer = tokio::spawn(async move {
+        let client = connect(&connection()).await;
+        let tick = Duration::from_micros(1_000_000 / rate);
+        let mut next = Instant::now();
+        for n in 0..rate * seconds {
+            // clock_timestamp() at insert, committed at once: the commit
+            // time within the statement's duration.
+            client
+                .batch_execute(&insert(
+                    1,
+                    n as usize,
+                    "(extract(epoch from clock_timestamp()) * 1000000)::bigint",
+                ))
+                .await
+                .unwrap();
+            next += tick;
+            tokio::time::sleep_until(next.into()).await;
+        }
+    });
+    let mut file = std::fs::File::open(&out).unwrap();
+    let mut reader = std::io::BufReader::new(&mut file);
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds + 30);
+    let mut line = String::new();
+    while latencies.len() < (rate * seconds) as usize && Instant::now() < deadline {
+        line.clear();
+        let position = reader.stream_position().unwrap();
+        if reader.read_line(&mut line).unwrap() == 0 || !line.ends_with('\n') {
+            reader.seek(std::io::SeekFrom::Start(position)).unwrap();
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            continue;
+        }
+        let now = now_micros();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let sent = value["kessel_report"]["representations"]["reporter"]["sent"]
+            .as_i64()
+            .unwrap();
+        latencies.push(now - sent);
+    }
+    writer.await.unwrap();
+    stop(ferry);
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1000.0
+    };
+    println!(
+        "latency at {rate} events/s, commit → sink line ({} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    drop(client);
+    reset().await;
+}
