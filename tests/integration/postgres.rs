@@ -558,3 +558,74 @@ async fn a_missing_table_or_a_user_who_may_not_replicate_is_a_clear_start_error(
     drop(client);
     database.drop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_host_on_the_same_slot_waits_then_takes_over_without_repeats() {
+    let (database, client, first_dir) = fixture("pg_two_hosts", &example_schema()).await;
+    let second_dir = tempfile::tempdir().unwrap();
+    let source = source(&database, r#"mode = "outbox""#);
+    let first = start(&config(first_dir.path(), &source, MISBEHAVE, ""));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = start(&config(second_dir.path(), &source, MISBEHAVE, ""));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    write_numbered(database.connection.clone(), 50, 5, 0).await;
+    wait_for_lines(first_dir.path(), 50).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second_out =
+        std::fs::read_to_string(second_dir.path().join("out.jsonl")).unwrap_or_default();
+    assert!(
+        second_out.is_empty(),
+        "the second host worked while the first held the slot"
+    );
+    stop(first);
+    write_numbered(database.connection.clone(), 50, 5, 1).await;
+    let taken_over = wait_for_lines(second_dir.path(), 50).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = stop(second);
+    assert!(log.contains("in use by another process"), "{log}");
+    let keys: HashSet<&str> = taken_over
+        .iter()
+        .map(|line| line["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.iter().all(|key| key.starts_with("w1-")),
+        "the second host repeated the first one's work: {keys:?}"
+    );
+    assert_eq!(
+        wait_for_lines(second_dir.path(), 50).await.len(),
+        50,
+        "each event once"
+    );
+    drop(client);
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outbox_row_of_an_unknown_operation_halts_at_its_position() {
+    let (database, client, dir) = fixture("pg_unknown_op", &example_schema()).await;
+    let source = source(&database, r#"mode = "outbox""#);
+    let ferry = start(&config(dir.path(), &source, KESSEL_OUTBOX_RUST, ""));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    write_example(&client, 1).await;
+    client
+        .batch_execute(
+            r#"INSERT INTO outbox (id, aggregatetype, aggregateid, version, operation, payload)
+               VALUES (gen_random_uuid(), 'host', 'h9', 'v1beta2', 'PatchResource', '{"type": "host"}')"#,
+        )
+        .await
+        .unwrap();
+    let output = ferry.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{log}");
+    assert!(
+        log.contains("unknown outbox operation") && log.contains("PatchResource"),
+        "{log}"
+    );
+    // Halted at the row: its position (commit LSN and index) is named, and
+    // what came before was delivered.
+    let lines = wait_for_lines(dir.path(), 2).await;
+    assert_eq!(lines.len(), 2);
+    assert!(log.contains(":0"), "{log}");
+    drop(client);
+    database.drop().await;
+}
