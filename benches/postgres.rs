@@ -1,7 +1,7 @@
 //! The Postgres source's drain rate and latency, against the local
 //! Postgres (wal_level=logical):
 //!
-//! 1. `FERRY_BENCH_ROWS` (default 50,000; the issue's figure is 200,000)
+//! 1. `FERRY_BENCH_ROWS` (default 20,000; the issue's figure is 200,000)
 //!    outbox rows of ~1 KB committed before anything reads them, 100 per
 //!    transaction;
 //! 2. the physical limit: a minimal reader of its own slot (the same
@@ -9,7 +9,10 @@
 //! 3. ferry: the real binary, outbox mode, the Rust Kessel plugin, the file
 //!    sink to /dev/null, until the slot is confirmed at the end — startup
 //!    included;
-//! 4. latency: ferry running, 2,000 rows/s for 5 s, one per transaction,
+//! 4. ferry into the test Kessel server (in this process, on loopback) at
+//!    `max_in_flight` 1, 16 and 64 — the rows' 1,000 distinct resources are
+//!    the units of order: reports/s, startup included;
+//! 5. latency: ferry running, 2,000 rows/s for 5 s, one per transaction,
 //!    each stamped with its commit time; commit → line written, p50/p99.
 //!
 //! Run: `cargo bench -p ferry --bench postgres` (FERRY_BENCH_ROWS=200000 for
@@ -101,21 +104,30 @@ async fn raw_reader(slot: &str, end: &str) -> (usize, Duration) {
 }
 
 fn config(dir: &Path, slot: &str, out: &Path) -> std::path::PathBuf {
+    config_with(
+        dir,
+        slot,
+        &format!("{{ kind = \"file\", path = \"{}\" }}", out.display()),
+        "",
+    )
+}
+
+fn config_with(dir: &Path, slot: &str, sink: &str, extra: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{slot}.toml"));
     std::fs::write(
         &path,
         format!(
             r#"
-            [pipelines.bench]
+            [pipelines.{slot}]
             batch_size = 256
+            {extra}
             source = {{ kind = "postgres", connection = "{}", slot = "{slot}", publication = "bench", mode = "outbox" }}
-            sink = {{ kind = "file", path = "{}" }}
-            [pipelines.bench.plugin]
+            sink = {sink}
+            [pipelines.{slot}.plugin]
             path = "{}"
             instances = 2
             "#,
             connection(),
-            out.display(),
             ferry_plugin_artifacts::KESSEL_OUTBOX_RUST,
         ),
     )
@@ -163,11 +175,17 @@ async fn main() {
     let rows: usize = std::env::var("FERRY_BENCH_ROWS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or(20_000);
     reset().await;
     let client = connect(&connection()).await;
     client.batch_execute(schema()).await.unwrap();
-    for slot in ["bench_raw", "bench_ferry"] {
+    for slot in [
+        "bench_raw",
+        "bench_ferry",
+        "bench_kessel_1",
+        "bench_kessel_16",
+        "bench_kessel_64",
+    ] {
         client
             .execute(
                 "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -211,6 +229,35 @@ async fn main() {
         drained.as_secs_f64(),
         100.0 * ferry_rate / raw_rate
     );
+
+    // Into Kessel, 1,000 resources, at several concurrencies.
+    let server = ferry_kessel_server::KesselServer::start().unwrap();
+    let sink = format!(
+        "{{ kind = \"kessel\", endpoint = \"{}\" }}",
+        server.endpoint()
+    );
+    for concurrency in [1, 16, 64] {
+        let slot = format!("bench_kessel_{concurrency}");
+        let before = server.counts().reports;
+        let started = Instant::now();
+        let ferry = start(&config_with(
+            dir.path(),
+            &slot,
+            &sink,
+            &format!("max_in_flight = {concurrency}"),
+        ));
+        while !confirmed_at_least(&client, &slot, &end).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let drained = started.elapsed();
+        stop(ferry);
+        let reports = server.counts().reports - before;
+        println!(
+            "ferry → Kessel test server, max_in_flight {concurrency}: {:.0} reports/s ({reports} reports in {:.2} s)",
+            reports as f64 / drained.as_secs_f64(),
+            drained.as_secs_f64()
+        );
+    }
 
     // Latency at a steady 2,000 events/s.
     client
