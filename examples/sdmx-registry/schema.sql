@@ -143,6 +143,9 @@ CREATE TABLE IF NOT EXISTS sdmx_touched (
     agency  text   NOT NULL,
     id      text   NOT NULL,
     version text   NOT NULL,
+    -- The access group of the structure's head row as it was touched, so
+    -- a deletion goes to the topic its structure was published to.
+    access_group text,
     PRIMARY KEY (xid, class, agency, id, version)
 );
 
@@ -217,14 +220,16 @@ END $$;
 
 -- Emits the structure's document (or its deletion) as a transactional
 -- logical message with the prefix 'sdmx'.
-CREATE OR REPLACE FUNCTION sdmx_publish(p_class text, p_agency text, p_id text, p_version text)
+CREATE OR REPLACE FUNCTION sdmx_publish(p_class text, p_agency text, p_id text, p_version text,
+                                        p_access_group text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     document jsonb := sdmx_document(p_class, p_agency, p_id, p_version);
 BEGIN
     IF document IS NULL THEN
-        document := jsonb_build_object('action', 'delete', 'class', p_class,
-                                       'agency', p_agency, 'id', p_id, 'version', p_version);
+        document := jsonb_strip_nulls(jsonb_build_object('action', 'delete', 'class', p_class,
+                                       'agency', p_agency, 'id', p_id, 'version', p_version,
+                                       'access_group', p_access_group));
     END IF;
     PERFORM pg_logical_emit_message(true, 'sdmx', document::text);
 END $$;
@@ -267,9 +272,11 @@ BEGIN
         WHEN 'DELETE' THEN ARRAY[to_jsonb(OLD)]
         ELSE ARRAY[to_jsonb(OLD), to_jsonb(NEW)]
     END LOOP
-        INSERT INTO sdmx_touched (class, agency, id, version)
-        VALUES (TG_ARGV[0], image ->> TG_ARGV[1], image ->> TG_ARGV[2], image ->> TG_ARGV[3])
-        ON CONFLICT DO NOTHING;
+        INSERT INTO sdmx_touched (class, agency, id, version, access_group)
+        VALUES (TG_ARGV[0], image ->> TG_ARGV[1], image ->> TG_ARGV[2], image ->> TG_ARGV[3],
+                image ->> 'access_group')
+        ON CONFLICT (xid, class, agency, id, version) DO UPDATE
+            SET access_group = coalesce(sdmx_touched.access_group, EXCLUDED.access_group);
     END LOOP;
     RETURN NULL;
 END $$;
@@ -277,7 +284,10 @@ END $$;
 -- At commit, once per touched structure, in the order first touched.
 CREATE OR REPLACE FUNCTION sdmx_publish_touched() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM sdmx_publish(NEW.class, NEW.agency, NEW.id, NEW.version);
+    PERFORM sdmx_publish(NEW.class, NEW.agency, NEW.id, NEW.version,
+        (SELECT access_group FROM sdmx_touched
+          WHERE xid = NEW.xid AND class = NEW.class AND agency = NEW.agency
+            AND id = NEW.id AND version = NEW.version));
     DELETE FROM sdmx_touched
         WHERE xid = NEW.xid AND class = NEW.class AND agency = NEW.agency
           AND id = NEW.id AND version = NEW.version;

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 /// Connection settings of a Kafka client.
 #[derive(Debug, Clone, Deserialize)]
@@ -119,4 +120,54 @@ pub fn idempotent_producer(
         .client_config(&[("message.timeout.ms", "30000")], &fixed)?
         .create()
         .context("cannot create the Kafka producer")
+}
+
+/// What a pipeline's Kafka source lends its transactional Kafka sink, so
+/// that consumed offsets commit inside the sink's transactions
+/// (consume-transform-produce, exactly once on Kafka).
+pub trait ConsumedOffsets: Send + Sync {
+    /// The consumer group's current metadata (member and generation), for
+    /// `send_offsets_to_transaction`: a host that lost its partitions is
+    /// fenced by the group coordinator.
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata>;
+    /// Whether this host still owns `partition` of `topic`.
+    fn owns(&self, topic: &str, partition: i32) -> bool;
+}
+
+/// The place where a pipeline's Kafka source, once consuming, puts its
+/// [`ConsumedOffsets`] for the sink. Built by the pipeline, given to both.
+#[derive(Clone, Default)]
+pub struct ConsumerLink(Arc<OnceLock<Arc<dyn ConsumedOffsets>>>);
+
+impl ConsumerLink {
+    pub fn set(&self, consumer: Arc<dyn ConsumedOffsets>) {
+        let _ = self.0.set(consumer);
+    }
+
+    pub fn get(&self) -> Option<&Arc<dyn ConsumedOffsets>> {
+        self.0.get()
+    }
+}
+
+/// `topic`, `partition` and `offset` of a Kafka source position
+/// (`topic:partition:offset`; `:` is not allowed in topic names).
+pub fn parse_position(position: &str) -> Option<(&str, i32, i64)> {
+    let mut parts = position.rsplitn(3, ':');
+    let offset = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let topic = parts.next()?;
+    Some((topic, partition, offset))
+}
+
+/// This host's name, for per-instance identifiers.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|name| name.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".to_string())
 }

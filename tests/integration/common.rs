@@ -226,3 +226,15 @@ pub async fn fresh_database(test: &str) -> TestDatabase {
         admin,
     }
 }
+
+/// Starts `ferry run --config <config>` in the background, its log going
+/// to `log` (piped only if the test reads it: an unread pipe fills up).
+pub fn start_run(config: &Path, log: std::process::Stdio) -> std::process::Child {
+    ferry()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}

@@ -3,23 +3,13 @@
 //! them from Postgres through the Rust plugin to the test Kessel server —
 //! and the host is killed mid-stream and restarted.
 
-use crate::common::{ferry, fresh_database, repo, write};
+use crate::common::{fresh_database, repo, start_run, write};
 use ferry_kessel_server::KesselServer;
 use ferry_plugin_artifacts::KESSEL_OUTBOX_RUST;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn start(config: &std::path::Path) -> Child {
-    ferry()
-        .args(["run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
 
 /// A report of `kind` `id` whose reporter says `version`, as the service
 /// writes it: row and outbox event in one transaction.
@@ -78,7 +68,7 @@ async fn outbox_to_kessel_survives_a_kill_with_the_final_state_and_no_double_app
             endpoint = server.endpoint(),
         ),
     );
-    let mut first = start(&config);
+    let mut first = start_run(&config, Stdio::null());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // 20 hosts reported 20 times each (latest version wins), every fifth
@@ -113,7 +103,7 @@ async fn outbox_to_kessel_survives_a_kill_with_the_final_state_and_no_double_app
         client.batch_execute(&delete("host", id)).await.unwrap();
     }
 
-    let second = start(&config);
+    let second = start_run(&config, Stdio::null());
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let done = (0..20).all(|host| {

@@ -8,6 +8,7 @@ use crate::common::{ferry, fresh_database, json_lines, repo, run, stderr, write}
 use ferry_plugin_artifacts::SDMX_STRUCTURES;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const STRUCTURE_NS: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/structure";
 const COMMON_NS: &str = "http://www.sdmx.org/resources/sdmxml/schemas/v2_1/common";
@@ -229,4 +230,149 @@ fn a_bad_document_is_a_permanent_error_naming_the_event() {
         message.contains("\"CL FREQ\" is not an SDMX id"),
         "{message}"
     );
+}
+
+/// Keys (or `delete <key>` for tombstones) and offsets of `records`.
+fn summary(records: &[crate::tansu::Record]) -> Vec<(i64, String)> {
+    records
+        .iter()
+        .map(|r| {
+            let key = r.key.clone().unwrap_or_default();
+            let short = key.rsplit('=').next().unwrap_or_default().to_string();
+            (
+                r.offset,
+                if r.value.is_some() {
+                    short
+                } else {
+                    format!("delete {short}")
+                },
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+/// The registry through the Kafka sink to a real broker: keys, whole
+/// bodies, tombstones and topic routing. The sink is not transactional
+/// here: tansu 0.6.0 has no EndTxn (its broker registers no handler for
+/// it), so no Kafka transaction can commit on it; the split of source
+/// transactions into Kafka transactions is tested in `sinks/kafka.rs`.
+async fn registry_edits_reach_kafka_whole_keyed_by_urn_and_routed_by_access_group() {
+    let database = fresh_database("sdmx_kafka").await;
+    let (client, driver) = tokio_postgres::connect(&database.connection, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    client.batch_execute(&example("schema.sql")).await.unwrap();
+    client.batch_execute(&example("seed.sql")).await.unwrap();
+    let broker = crate::tansu::Tansu::start();
+    broker
+        .create_topics(&["sdmx.public", "sdmx.internal"])
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "ferry.toml",
+        &format!(
+            r#"
+            [pipelines.registry]
+            source = {{ kind = "postgres", connection = "{connection}", slot = "{name}", publication = "{name}", mode = "messages", prefix = "sdmx", on_first_start = "SELECT sdmx_publish_all()" }}
+            sink = {{ kind = "kafka", bootstrap_servers = "{bootstrap}" }}
+            [pipelines.registry.plugin]
+            path = "{SDMX_STRUCTURES}"
+            settings = {{ topic = "sdmx.{{access_group}}" }}
+            "#,
+            connection = database.connection,
+            name = database.name(),
+            bootstrap = broker.bootstrap,
+        ),
+    );
+    let mut ferry = ferry()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first start publishes every structure (one transaction), then
+    // the edits stream in commit order.
+    let baseline = broker.read("sdmx.public", 7, Duration::from_secs(60));
+    if baseline.len() != 7 {
+        let _ = ferry.kill();
+        let _ = ferry.wait();
+        let mut log = String::new();
+        std::io::Read::read_to_string(ferry.stderr.as_mut().unwrap(), &mut log).unwrap();
+        panic!("the full publication: {:?}\n{log}", summary(&baseline));
+    }
+    client.batch_execute(&example("edit.sql")).await.unwrap();
+    let public = broker.read("sdmx.public", 11, Duration::from_secs(60));
+    let internal = broker.read("sdmx.internal", 2, Duration::from_secs(30));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &ferry.id().to_string()])
+        .status();
+    let status = ferry.wait().unwrap();
+    let mut log = String::new();
+    std::io::Read::read_to_string(ferry.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(status.success(), "{log}");
+
+    let keys: Vec<String> = summary(&public).into_iter().map(|(_, key)| key).collect();
+    assert_eq!(
+        keys,
+        [
+            // The full publication, dependencies first.
+            "SDMX:AGENCIES(1.0)",
+            "ECB:CL_CURRENCY(1.0)",
+            "ECB:CL_OBS_STATUS(1.0)",
+            "SDMX:CL_FREQ(2.0)",
+            "ECB:ECB_CONCEPTS(1.0)",
+            "ECB:ECB_EXR1(1.0)",
+            "ECB:EXR(1.0)",
+            // One code added: the whole codelist again.
+            "SDMX:CL_FREQ(2.0)",
+            // Two structures in one commit.
+            "ECB:ECB_CONCEPTS(1.0)",
+            "ECB:CL_CURRENCY(1.0)",
+            // The modification half of a mixed commit.
+            "ECB:CL_OBS_STATUS(1.0)",
+        ],
+    );
+    assert_eq!(
+        summary(&internal)
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect::<Vec<_>>(),
+        ["ECB:EXR_INTERNAL(1.0)", "delete ECB:EXR_INTERNAL(1.0)"]
+    );
+    // The tombstone and the modification come from one source commit.
+    let tombstone = &internal[1];
+    assert_eq!(tombstone.header("sdmx-action"), Some("delete"));
+    assert_eq!(
+        tombstone.header("source-transaction"),
+        public[10].header("source-transaction"),
+        "the two halves come from one source transaction"
+    );
+
+    // Every body is a whole, schema-valid structure message.
+    for (n, record) in public.iter().enumerate() {
+        assert_eq!(
+            record.header("content-type"),
+            Some("application/vnd.sdmx.structure+xml; version=2.1")
+        );
+        assert_schema_valid(
+            dir.path(),
+            &format!("kafka-{n}"),
+            record.value.as_deref().unwrap(),
+        );
+    }
+    let freq = roxmltree::Document::parse(public[7].value.as_deref().unwrap())
+        .unwrap()
+        .descendants()
+        .filter(|n| n.has_tag_name((STRUCTURE_NS, "Code")))
+        .count();
+    assert_eq!(
+        freq, 4,
+        "the re-published CL_FREQ holds every code, W included"
+    );
+    drop(client);
+    database.drop().await;
 }

@@ -15,8 +15,9 @@ pub use retry::Backoff;
 
 use crate::config::{ErrorPolicy, PipelineConfig, PluginConfig};
 use crate::event::{ChangeEvent, EventRef};
+use crate::kafka::ConsumerLink;
 use crate::plugin::{Plugin, PluginOptions, Runtime};
-use crate::sources::{SourceContext, SourceItem};
+use crate::sources::{SourceConfig, SourceContext, SourceItem};
 use anyhow::Context as _;
 use engine::{Engine, MappedItem};
 use futures::StreamExt as _;
@@ -130,9 +131,15 @@ pub async fn run(
 ) -> Result<Summary, PipelineError> {
     let Controls { stop, mut commands } = controls;
     let plugin = load_plugin(runtime, name, &config.plugin).await?;
+    // A Kafka source lends its consumer to a transactional Kafka sink, so
+    // consumed offsets commit inside the sink's transactions.
+    let link = ConsumerLink::default();
     let sink = config
         .sink
-        .build(name)
+        .build_linked(
+            name,
+            matches!(config.source, SourceConfig::Kafka(_)).then(|| link.clone()),
+        )
         .await
         .context("cannot start the sink")?;
     let dead_letters = match (&config.delivery.on_error, &config.delivery.dead_letter) {
@@ -144,7 +151,10 @@ pub async fn run(
         ),
         _ => None,
     };
-    let source = config.source.build().context("cannot start the source")?;
+    let source = config
+        .source
+        .build(&link)
+        .context("cannot start the source")?;
 
     let pipeline: Arc<str> = name.into();
     let batch_size = config.delivery.batch_size;

@@ -5,10 +5,12 @@
 //! or says whether a retry may help. A sink never imports a source.
 
 pub mod file;
+pub mod kafka;
 pub mod kessel;
 
 use crate::config::{Problem, resolve};
 use crate::event::{EventRef, Output};
+use crate::kafka::ConsumerLink;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::path::Path;
@@ -24,16 +26,34 @@ pub enum SinkConfig {
     Stdout,
     /// Kessel Inventory API v1beta2 (gRPC): ReportResource / DeleteResource.
     Kessel(Box<kessel::KesselSinkConfig>),
+    /// Kafka records (idempotent; optionally one transaction per source
+    /// transaction).
+    Kafka(Box<kafka::KafkaSinkConfig>),
 }
 
 impl SinkConfig {
     /// Builds the sink for pipeline `pipeline`.
     pub async fn build(&self, pipeline: &str) -> anyhow::Result<Arc<dyn Sink>> {
+        self.build_linked(pipeline, None).await
+    }
+
+    /// Builds the sink for a pipeline whose source is a Kafka consumer
+    /// lending itself through `link`, when it is one.
+    pub async fn build_linked(
+        &self,
+        pipeline: &str,
+        link: Option<ConsumerLink>,
+    ) -> anyhow::Result<Arc<dyn Sink>> {
         let sink = match self {
             SinkConfig::File(config) => file::FileSink::open(pipeline, &config.path).await?,
             SinkConfig::Stdout => file::FileSink::stdout(pipeline),
             SinkConfig::Kessel(config) => {
                 return Ok(Arc::new(kessel::KesselSink::new(pipeline, config).await?));
+            }
+            SinkConfig::Kafka(config) => {
+                return Ok(Arc::new(
+                    kafka::KafkaSink::new(pipeline, config, link).await?,
+                ));
             }
         };
         Ok(Arc::new(sink))
@@ -44,6 +64,7 @@ impl SinkConfig {
             SinkConfig::File(config) => config.path = resolve(base, &config.path),
             SinkConfig::Stdout => {}
             SinkConfig::Kessel(config) => config.resolve_paths(base),
+            SinkConfig::Kafka(_) => {}
         }
     }
 
@@ -51,6 +72,7 @@ impl SinkConfig {
     pub(crate) fn check(&self) -> Vec<Problem> {
         match self {
             SinkConfig::Kessel(config) => config.check(),
+            SinkConfig::Kafka(config) => config.check(),
             SinkConfig::File(_) | SinkConfig::Stdout => Vec::new(),
         }
     }

@@ -9,10 +9,12 @@
 //! A source never imports a sink.
 
 pub mod file;
+pub mod kafka;
 pub mod postgres;
 
 use crate::config::{Problem, resolve};
 use crate::event::ChangeEvent;
+use crate::kafka::ConsumerLink;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use std::path::Path;
@@ -29,23 +31,31 @@ pub enum SourceConfig {
     /// Logical replication from Postgres: an outbox table, logical
     /// messages, or row changes.
     Postgres(Box<postgres::PostgresSourceConfig>),
+    /// A Kafka consumer group: Debezium change events, outbox EventRouter
+    /// output, or raw records.
+    Kafka(Box<kafka::KafkaSourceConfig>),
 }
 
 impl SourceConfig {
-    /// Builds the source.
-    pub fn build(&self) -> anyhow::Result<Box<dyn Source>> {
+    /// Builds the source. A Kafka source lends its consumer to the sink
+    /// through `link` (see [`crate::kafka::ConsumerLink`]).
+    pub fn build(&self, link: &ConsumerLink) -> anyhow::Result<Box<dyn Source>> {
         match self {
             SourceConfig::File(config) => Ok(Box::new(file::FileSource::new(config.clone()))),
             SourceConfig::Postgres(config) => {
                 Ok(Box::new(postgres::PostgresSource::new((**config).clone())))
             }
+            SourceConfig::Kafka(config) => Ok(Box::new(kafka::KafkaSource::new(
+                (**config).clone(),
+                link.clone(),
+            ))),
         }
     }
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         match self {
             SourceConfig::File(config) => config.path = resolve(base, &config.path),
-            SourceConfig::Postgres(_) => {}
+            SourceConfig::Postgres(_) | SourceConfig::Kafka(_) => {}
         }
     }
 
@@ -54,6 +64,7 @@ impl SourceConfig {
         match self {
             SourceConfig::File(config) => config.check(),
             SourceConfig::Postgres(config) => config.check(),
+            SourceConfig::Kafka(config) => config.check(),
         }
     }
 }
