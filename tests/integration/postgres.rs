@@ -197,13 +197,10 @@ async fn outbox_rows_reach_the_plugin_even_when_pruned_in_their_transaction() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logical_messages_with_the_prefix_are_events_and_others_are_not() {
-    let database = fresh_database("pg_messages").await;
-    let slot = database.name().to_string();
-    let client = connect(&database).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = format!(
-        r#"connection = "{}", slot = "{slot}", publication = "{slot}", mode = "messages", prefix = "ferry", key = "id""#,
-        database.connection
+    let (database, client, dir) = fixture("pg_messages", "").await;
+    let source = source(
+        &database,
+        r#"mode = "messages", prefix = "ferry", key = "id""#,
     );
     let ferry = start_run(&config(dir.path(), &source, MISBEHAVE, ""), Stdio::piped());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -478,20 +475,12 @@ async fn a_lost_replication_connection_is_resumed_without_loss_or_duplicates() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_payload_that_is_not_json_meets_the_policy_with_its_lsn_and_row_id() {
-    let database = fresh_database("pg_bad").await;
-    let slot = database.name().to_string();
-    let client = connect(&database).await;
-    client
-        .batch_execute(
-            "CREATE TABLE outbox (id text PRIMARY KEY, aggregatetype text, aggregateid text, operation text, version text, payload text)",
-        )
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let source = format!(
-        r#"connection = "{}", slot = "{slot}", publication = "{slot}", mode = "outbox""#,
-        database.connection
-    );
+    let (database, client, dir) = fixture(
+        "pg_bad",
+        "CREATE TABLE outbox (id text PRIMARY KEY, aggregatetype text, aggregateid text, operation text, version text, payload text)",
+    )
+    .await;
+    let source = source(&database, r#"mode = "outbox""#);
     let letters = dir.path().join("letters.jsonl");
     let extra = format!(
         "on_error = \"dead-letter\"\ndead_letter = {{ kind = \"file\", path = \"{}\" }}",
@@ -528,14 +517,9 @@ async fn a_payload_that_is_not_json_meets_the_policy_with_its_lsn_and_row_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_table_or_a_user_who_may_not_replicate_is_a_clear_start_error() {
-    let database = fresh_database("pg_setup").await;
+    let (database, client, dir) = fixture("pg_setup", "").await;
     let slot = database.name().to_string();
-    let client = connect(&database).await;
-    let dir = tempfile::tempdir().unwrap();
-    let source = format!(
-        r#"connection = "{}", slot = "{slot}", publication = "{slot}", mode = "outbox", table = "nowhere""#,
-        database.connection
-    );
+    let source = source(&database, r#"mode = "outbox", table = "nowhere""#);
     let output = crate::common::run(ferry().args(["run", "--config"]).arg(config(
         dir.path(),
         &source,
