@@ -9,11 +9,15 @@
 //! 3. ferry: the real binary, outbox mode, the Rust Kessel plugin, the file
 //!    sink to /dev/null, until the slot is confirmed at the end — startup
 //!    included;
-//! 4. ferry into the test Kessel server (in this process, on loopback) at
+//! 4. the tables mode's initial snapshot of the same table (echo plugin,
+//!    file sink to /dev/null), until every row is delivered;
+//! 5. ferry into the test Kessel server (in this process, on loopback) at
 //!    `max_in_flight` 1, 16 and 64 — the rows' 1,000 distinct resources are
 //!    the units of order: reports/s, startup included;
-//! 5. latency: ferry running, 2,000 rows/s for 5 s, one per transaction,
-//!    each stamped with its commit time; commit → line written, p50/p99.
+//! 6. latency: ferry running, 2,000 rows/s for 5 s, one per transaction,
+//!    each stamped with its commit time; commit → line written, p50/p99;
+//! 7. the same at 1,000 rows/s into the Kessel test server: commit →
+//!    applied by the server, p50/p99.
 //!
 //! Run: `cargo bench -p ferry --bench postgres` (FERRY_BENCH_ROWS=200000 for
 //! the full figure).
@@ -23,34 +27,19 @@ use std::io::{BufRead as _, Seek as _};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "shared/database.rs"]
+mod database;
+
+use database::connect;
+
 const DATABASE: &str = "ferry_bench_pg";
-const ADMIN: &str = "host=127.0.0.1 user=postgres dbname=postgres";
 
 fn connection() -> String {
-    format!("host=127.0.0.1 user=postgres dbname={DATABASE}")
-}
-
-async fn connect(connection: &str) -> tokio_postgres::Client {
-    let (client, driver) = tokio_postgres::connect(connection, tokio_postgres::NoTls)
-        .await
-        .expect("Postgres at 127.0.0.1:5432 (scripts/setup)");
-    tokio::spawn(driver);
-    client
+    database::connection(DATABASE)
 }
 
 async fn reset() {
-    let admin = connect(ADMIN).await;
-    admin
-        .batch_execute(&format!(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{DATABASE}';
-             DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE);"
-        ))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-        .await
-        .unwrap();
+    database::reset(DATABASE).await;
 }
 
 fn schema() -> &'static str {
@@ -230,6 +219,53 @@ async fn main() {
         100.0 * ferry_rate / raw_rate
     );
 
+    // The tables mode's initial snapshot of the same rows (the outbox table
+    // read as a table), echoed to /dev/null: done when the slot exists and
+    // the unfinished-snapshot marker is gone.
+    let snapshot_config = dir.path().join("snapshot.toml");
+    std::fs::write(
+        &snapshot_config,
+        format!(
+            r#"
+            [pipelines.bench_snapshot]
+            batch_size = 256
+            source = {{ kind = "postgres", connection = "{}", slot = "bench_snapshot", publication = "bench_snapshot", mode = "tables", tables = ["outbox"] }}
+            sink = {{ kind = "file", path = "/dev/null" }}
+            [pipelines.bench_snapshot.plugin]
+            path = "{}"
+            instances = 2
+            "#,
+            connection(),
+            ferry_plugin_artifacts::MISBEHAVE,
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let ferry = start(&snapshot_config);
+    loop {
+        let done: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'bench_snapshot')
+                    AND (SELECT obj_description(oid, 'pg_publication') IS NULL FROM pg_publication WHERE pubname = 'bench_snapshot')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, Option<bool>>(0)
+            .unwrap_or(false);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snapshotted = started.elapsed();
+    stop(ferry);
+    println!(
+        "initial snapshot (tables mode, {rows} rows of ~1 KB → echo plugin → file sink, startup included): {:.0} rows/s ({:.2} s)",
+        rows as f64 / snapshotted.as_secs_f64(),
+        snapshotted.as_secs_f64()
+    );
+
     // Into Kessel, 1,000 resources, at several concurrencies.
     let server = ferry_kessel_server::KesselServer::start().unwrap();
     let sink = format!(
@@ -273,25 +309,7 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rate = 2_000;
     let seconds = 5;
-    let writer = tokio::spawn(async move {
-        let client = connect(&connection()).await;
-        let tick = Duration::from_micros(1_000_000 / rate);
-        let mut next = Instant::now();
-        for n in 0..rate * seconds {
-            // clock_timestamp() at insert, committed at once: the commit
-            // time within the statement's duration.
-            client
-                .batch_execute(&insert(
-                    1,
-                    n as usize,
-                    "(extract(epoch from clock_timestamp()) * 1000000)::bigint",
-                ))
-                .await
-                .unwrap();
-            next += tick;
-            tokio::time::sleep_until(next.into()).await;
-        }
-    });
+    let writer = steady_writer(rate, seconds);
     let mut file = std::fs::File::open(&out).unwrap();
     let mut reader = std::io::BufReader::new(&mut file);
     let mut latencies = Vec::new();
@@ -314,17 +332,94 @@ async fn main() {
     }
     writer.await.unwrap();
     stop(ferry);
+    report_latencies(
+        &format!("latency at {rate} events/s, commit → file sink line"),
+        latencies,
+    );
+
+    // Latency into Kessel at a steady 1,000 events/s: commit → applied by
+    // the test Kessel server (its log stamps each applied call).
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot('bench_kessel_latency', 'pgoutput')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ferry = start(&config_with(
+        dir.path(),
+        "bench_kessel_latency",
+        &sink,
+        "max_in_flight = 64",
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rate, seconds) = (1_000, 5);
+    let applied_before = server.log().len();
+    let reports_before = server.counts().reports;
+    steady_writer(rate, seconds).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.counts().reports < reports_before + rate * seconds && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(ferry);
+    let latencies = server.log()[applied_before..]
+        .iter()
+        .map(|entry| {
+            let applied = entry
+                .applied_at
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as i64;
+            applied
+                - entry.request["representations"]["reporter"]["sent"]
+                    .as_i64()
+                    .unwrap()
+        })
+        .collect();
+    report_latencies(
+        &format!("latency at {rate} events/s, commit → applied by Kessel (max_in_flight 64)"),
+        latencies,
+    );
+    drop(client);
+    reset().await;
+}
+
+/// Commits `rate` outbox rows a second for `seconds`, one per transaction,
+/// each stamped (`reporter.sent`) with its commit time in microseconds.
+fn steady_writer(rate: u64, seconds: u64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = connect(&connection()).await;
+        let tick = Duration::from_micros(1_000_000 / rate);
+        let mut next = Instant::now();
+        for n in 0..rate * seconds {
+            // clock_timestamp() at insert, committed at once: the commit
+            // time within the statement's duration.
+            client
+                .batch_execute(&insert(
+                    1,
+                    n as usize,
+                    "(extract(epoch from clock_timestamp()) * 1000000)::bigint",
+                ))
+                .await
+                .unwrap();
+            next += tick;
+            tokio::time::sleep_until(next.into()).await;
+        }
+    })
+}
+
+/// Prints p50, p99 and max of latencies in microseconds.
+fn report_latencies(what: &str, mut latencies: Vec<i64>) {
+    assert!(!latencies.is_empty(), "{what}: nothing arrived");
     latencies.sort_unstable();
     let at = |q: f64| {
         latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)] as f64 / 1000.0
     };
     println!(
-        "latency at {rate} events/s, commit → sink line ({} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{what} ({} events): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
         at(0.5),
         at(0.99),
         at(1.0)
     );
-    drop(client);
-    reset().await;
 }

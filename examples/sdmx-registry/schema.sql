@@ -15,8 +15,9 @@
 -- whole codelist (replace semantics).
 --
 -- sdmx_publish_all() emits every structure (the full-content publication of
--- a first start or a resync) in one transaction, through the same stream:
--- nothing before it is missed, nothing after it is reordered.
+-- a first start) in one transaction, through the same stream: nothing
+-- before it is missed, nothing after it is reordered. sdmx_republish() (for
+-- `ferry resync`) does the same in chunks of committed transactions.
 
 CREATE TABLE IF NOT EXISTS agency_schemes (
     agency       text    NOT NULL,
@@ -219,13 +220,19 @@ BEGIN
 END $$;
 
 -- Emits the structure's document (or its deletion) as a transactional
--- logical message with the prefix 'sdmx'.
+-- logical message with the prefix 'sdmx'. The structure's advisory lock,
+-- held to the end of the transaction, orders publications of one structure
+-- by commit: a transaction that publishes it (an edit at its commit, a
+-- resync chunk) reads it only once every other that published it has
+-- committed, so the stream never carries an older document after a newer.
 CREATE OR REPLACE FUNCTION sdmx_publish(p_class text, p_agency text, p_id text, p_version text,
                                         p_access_group text DEFAULT NULL)
 RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
-    document jsonb := sdmx_document(p_class, p_agency, p_id, p_version);
+    document jsonb;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext(concat_ws(':', 'sdmx', p_class, p_agency, p_id, p_version)));
+    document := sdmx_document(p_class, p_agency, p_id, p_version);
     IF document IS NULL THEN
         document := jsonb_strip_nulls(jsonb_build_object('action', 'delete', 'class', p_class,
                                        'agency', p_agency, 'id', p_id, 'version', p_version,
@@ -259,6 +266,24 @@ BEGIN
         published := published + 1;
     END LOOP;
     RETURN published;
+END $$;
+
+-- `ferry resync` (source.resync = "CALL sdmx_republish()"): the same
+-- publication, committed every p_chunk structures, so that a host that
+-- crashes while delivering it repeats only what was not acknowledged.
+CREATE OR REPLACE PROCEDURE sdmx_republish(p_chunk int DEFAULT 100)
+LANGUAGE plpgsql AS $$
+DECLARE
+    structure record;
+    published bigint := 0;
+BEGIN
+    FOR structure IN SELECT * FROM sdmx_structures() LOOP
+        PERFORM sdmx_publish(structure.class, structure.agency, structure.id, structure.version);
+        published := published + 1;
+        IF published % p_chunk = 0 THEN
+            COMMIT;
+        END IF;
+    END LOOP;
 END $$;
 
 -- Row trigger: marks the owning structure(s) of the changed row as touched.

@@ -4,6 +4,7 @@
 //!
 //! See `ARCHITECTURE.md` at the repository root for the map of this crate.
 
+pub mod admin;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

@@ -27,6 +27,8 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "ferry-test-wrong-world",
         "ferry_test_wrong_world",
     ),
+    ("VERSION_A", "ferry-test-version-a", "ferry_test_version_a"),
+    ("VERSION_B", "ferry-test-version-b", "ferry_test_version_b"),
 ];
 
 const TARGET: &str = "wasm32-wasip2";

@@ -107,3 +107,42 @@ fn config_check_reports_every_problem_with_its_path() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("is valid: 1 pipeline (quickstart)"));
 }
+
+/// The container example takes its addresses from the environment, and
+/// the plugin path from an override; without them, each missing variable
+/// is one problem at its key.
+#[test]
+fn config_check_applies_the_environment() {
+    let example = repo().join("examples/container/ferry.toml");
+    let output = run(ferry().args(["config", "check", "--config"]).arg(&example));
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    for needle in [
+        "has 4 problems",
+        "pipelines.inventory.source.connection: the environment variable INVENTORY_DATABASE is not set",
+        "pipelines.inventory.sink.endpoint: the environment variable KESSEL_ENDPOINT is not set",
+        "pipelines.inventory.dead_letter.bootstrap_servers: the environment variable KAFKA_BOOTSTRAP_SERVERS is not set",
+        "pipelines.inventory.plugin.path: no plugin file at /plugins/kessel_outbox_plugin.wasm",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "host=db user=ferry password=s3cret\n").unwrap();
+    let output = run(ferry()
+        .args(["config", "check", "--config"])
+        .arg(&example)
+        .env(
+            "FERRY__PIPELINES__INVENTORY__PLUGIN__PATH",
+            KESSEL_OUTBOX_RUST,
+        )
+        .env(
+            "FERRY__PIPELINES__INVENTORY__SOURCE__CONNECTION",
+            format!("${{file:{}}}", secret.path().display()),
+        )
+        .env("KESSEL_ENDPOINT", "http://kessel:9000")
+        .env("KAFKA_BOOTSTRAP_SERVERS", "kafka:9092"));
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("is valid: 1 pipeline (inventory)"));
+    assert!(!stdout(&output).contains("s3cret") && !stderr(&output).contains("s3cret"));
+}

@@ -169,6 +169,7 @@ fn start(
     let controls = Controls {
         stop: stop.clone(),
         commands,
+        stats: Default::default(),
     };
     let task =
         tokio::spawn(async move { pipeline::run("test", &pipeline, &runtime(), controls).await });

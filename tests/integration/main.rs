@@ -3,8 +3,10 @@
 //!
 //! One test binary holds every suite, so the suite links once.
 
+mod admin;
 mod cli;
 mod common;
+mod container;
 mod engine;
 mod file_pipeline;
 mod kafka;
@@ -14,5 +16,8 @@ mod languages;
 mod limits;
 mod plugins;
 mod postgres;
+mod reload;
 mod sdmx;
 mod tansu;
+#[path = "../support/wire.rs"]
+mod wire;

@@ -71,11 +71,14 @@ async fn wait_for_lines(dir: &Path, count: usize) -> Vec<Value> {
         if lines.len() >= count {
             return lines;
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {count} lines arrived:\n{whole}",
-            lines.len()
-        );
+        if Instant::now() >= deadline {
+            let tail: Vec<&str> = whole.lines().rev().take(20).collect();
+            panic!(
+                "only {} of {count} lines arrived; the last ones:\n{}",
+                lines.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -97,15 +100,16 @@ fn lsn(text: &str) -> u64 {
     (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
 }
 
-async fn slot_position(client: &tokio_postgres::Client, slot: &str) -> (String, String) {
-    let row = client
+/// The slot's confirmed flush LSN.
+async fn slot_position(client: &tokio_postgres::Client, slot: &str) -> String {
+    client
         .query_one(
-            "SELECT confirmed_flush_lsn::text, pg_current_wal_lsn()::text FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
-        .unwrap();
-    (row.get(0), row.get(1))
+        .unwrap()
+        .get(0)
 }
 
 /// The Kessel example's outbox table.
@@ -184,12 +188,14 @@ async fn outbox_rows_reach_the_plugin_even_when_pruned_in_their_transaction() {
         .get(0);
     assert_eq!(left, 0);
     // Positions are commit LSN and index; the slot is confirmed past them.
+    // (Not compared with pg_current_wal_lsn(): WAL is cluster-wide, and the
+    // other tests' databases write it concurrently.)
     let position = lines[5]["position"].as_str().unwrap();
-    assert!(position.contains(':'), "{position}");
-    let (confirmed, current) = slot_position(&client, &slot).await;
-    assert_eq!(
-        confirmed, current,
-        "the slot is confirmed up to the end:\n{log}"
+    let (commit, _index) = position.split_once(':').expect(position);
+    let confirmed = slot_position(&client, &slot).await;
+    assert!(
+        lsn(&confirmed) > lsn(commit),
+        "the slot is confirmed past the last commit {commit} ({confirmed}):\n{log}"
     );
     drop(client);
     database.drop().await;
@@ -275,6 +281,8 @@ async fn table_changes_carry_faithful_images_and_the_primary_key() {
                 items: items_tx,
                 acks: acks_rx,
                 stop: stop.clone(),
+                stats: Default::default(),
+                requests: tokio::sync::mpsc::unbounded_channel().1,
             }),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -398,7 +406,7 @@ async fn killed_and_restarted_under_concurrent_writers_nothing_is_lost_and_order
     first.kill().unwrap();
     first.wait().unwrap();
     let at_kill = wait_for_lines(dir.path(), 0).await.len();
-    let (confirmed, _) = slot_position(&client, database.name()).await;
+    let confirmed = slot_position(&client, database.name()).await;
     for writer in writers {
         writer.await.unwrap();
     }
@@ -435,6 +443,89 @@ async fn killed_and_restarted_under_concurrent_writers_nothing_is_lost_and_order
     }
     assert!(duplicates < at_kill, "{duplicates} replays of {at_kill}");
     eprintln!("{duplicates} replays of {at_kill} delivered before the kill");
+    drop(client);
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_stream_drains_checkpoints_and_a_restart_repeats_nothing() {
+    let (database, client, dir) = fixture("pg_sigterm", &example_schema()).await;
+    let source = source(&database, r#"mode = "outbox""#);
+    let config = config(dir.path(), &source, MISBEHAVE, "batch_size = 16");
+    // The admin server, switched on from the environment.
+    let port = crate::wire::free_port();
+    let first = ferry()
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("FERRY__ADMIN__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writers: Vec<_> = (0..4)
+        .map(|writer| tokio::spawn(write_numbered(database.connection.clone(), 300, 5, writer)))
+        .collect();
+    wait_for_lines(dir.path(), 400).await;
+    // Ready while streaming; the slot's position and lag, as status and
+    // metrics show them.
+    assert_eq!(crate::wire::http(port, "GET", "/readyz").0, 200);
+    let (_, body) = crate::wire::http(port, "GET", "/status");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let checkpoint = status["pipelines"][0]["checkpoint"].as_str().unwrap();
+    assert!(checkpoint.contains('/'), "an LSN: {body}");
+    assert_eq!(status["pipelines"][0]["lag"]["unit"], "bytes", "{body}");
+    let (_, metrics) = crate::wire::http(port, "GET", "/metrics");
+    assert!(
+        metrics.contains("ferry_source_lag{pipeline=\"test\",unit=\"bytes\"} "),
+        "{metrics}"
+    );
+    // A graceful stop while the writers go on: what was read is delivered
+    // and confirmed, then ferry exits 0 well within drain_timeout_ms.
+    let stopping = Instant::now();
+    let log = stop(first);
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        stopping.elapsed()
+    );
+    let at_stop = wait_for_lines(dir.path(), 0).await;
+    let confirmed = slot_position(&client, database.name()).await;
+    let last_delivered = at_stop
+        .iter()
+        .map(|line| {
+            lsn(line["position"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap())
+        })
+        .max()
+        .unwrap();
+    assert!(
+        lsn(&confirmed) > last_delivered,
+        "the slot is confirmed past everything delivered ({confirmed}):\n{log}"
+    );
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let second = start_run(&config, Stdio::piped());
+    let lines = wait_for_lines(dir.path(), 1200).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop(second);
+    let (keys, duplicates) = per_key(&wait_for_lines(dir.path(), lines.len()).await);
+    assert_eq!(duplicates, 0, "a graceful stop leaves nothing to replay");
+    assert_eq!(keys.len(), 20);
+    for (key, ns) in &keys {
+        let k: i64 = key.rsplit('k').next().unwrap().parse().unwrap();
+        let expected: Vec<i64> = (0..300).filter(|n| n % 5 == k).collect();
+        assert_eq!(
+            ns, &expected,
+            "key {key}: every event once, in commit order"
+        );
+    }
     drop(client);
     database.drop().await;
 }
@@ -637,6 +728,210 @@ async fn an_outbox_row_of_an_unknown_operation_halts_at_its_position() {
     let lines = wait_for_lines(dir.path(), 2).await;
     assert_eq!(lines.len(), 2);
     assert!(log.contains(":0"), "{log}");
+    drop(client);
+    database.drop().await;
+}
+
+/// The comment on the test's publication (the unfinished-snapshot marker).
+async fn publication_comment(
+    client: &tokio_postgres::Client,
+    database: &TestDatabase,
+) -> Option<String> {
+    client
+        .query_one(
+            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+            &[&database.name()],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// `accounts(id, version)` with `rows` rows at version 0.
+async fn accounts(client: &tokio_postgres::Client, rows: i32) {
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE accounts (id int PRIMARY KEY, version int NOT NULL, note text);
+             INSERT INTO accounts SELECT n, 0, repeat('x', 100) FROM generate_series(1, {rows}) n;"
+        ))
+        .await
+        .unwrap();
+}
+
+/// Until `stop`: short transactions that bump a random account's version,
+/// add an account or delete one. Returns how many it ran.
+async fn churn(connection: String, stop: tokio_util::sync::CancellationToken, rows: i32) -> u32 {
+    let (client, driver) = tokio_postgres::connect(&connection, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    let mut n = 0u32;
+    while !stop.is_cancelled() {
+        let id = (n.wrapping_mul(7919) % rows as u32) as i32 + 1;
+        let sql = match n % 10 {
+            0 => format!(
+                "INSERT INTO accounts VALUES ({}, 0, 'new')",
+                rows + n as i32 + 1
+            ),
+            // The account added ten writes ago (or, at first, an old one).
+            1 => format!("DELETE FROM accounts WHERE id = {}", rows + n as i32 - 10),
+            _ => format!("UPDATE accounts SET version = version + 1 WHERE id = {id}"),
+        };
+        client.batch_execute(&sql).await.unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// Per account id, the versions delivered in order (`None`: deleted), and
+/// how many lines came from the snapshot.
+fn account_history(lines: &[Value]) -> (HashMap<String, Vec<Option<i64>>>, usize) {
+    let mut history: HashMap<String, Vec<Option<i64>>> = HashMap::new();
+    let mut snapshot = 0;
+    for line in lines {
+        if line["position"].as_str().unwrap().contains(":snapshot:") {
+            snapshot += 1;
+        }
+        let key = line["key"].as_str().unwrap().to_string();
+        let version = line["record"]["value"].as_str().map(|text| {
+            let row: Value = serde_json::from_str(text).unwrap();
+            row["version"].as_i64().unwrap()
+        });
+        history.entry(key).or_default().push(version);
+    }
+    (history, snapshot)
+}
+
+/// The accounts as they stand: id → version.
+async fn account_versions(client: &tokio_postgres::Client) -> HashMap<String, i64> {
+    client
+        .query("SELECT id::text, version::int8 FROM accounts", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// Waits until the sink's lines say what `expected` says (or panics after
+/// 60 s); returns the lines.
+async fn wait_for_accounts(dir: &Path, expected: &HashMap<String, i64>) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = wait_for_lines(dir, 0).await;
+        let (history, _) = account_history(&lines);
+        let last: HashMap<String, i64> = history
+            .iter()
+            .filter_map(|(key, versions)| Some((key.clone(), (*versions.last()?)?)))
+            .collect();
+        if &last == expected {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink never matched the table: {} accounts delivered, {} in the table",
+            last.len(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_initial_snapshot_and_the_stream_miss_and_double_nothing_under_writes() {
+    let (database, client, dir) = fixture("pg_snapshot", "").await;
+    let rows = 20_000;
+    accounts(&client, rows).await;
+    let source = source(&database, r#"mode = "tables", tables = ["accounts"]"#);
+    let config = config(dir.path(), &source, MISBEHAVE, "batch_size = 64");
+    // Writers run before, during and after the snapshot.
+    let writing = tokio_util::sync::CancellationToken::new();
+    let writer = tokio::spawn(churn(database.connection.clone(), writing.clone(), rows));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ferry = start_run(&config, Stdio::piped());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    writing.cancel();
+    let writes = writer.await.unwrap();
+    let expected = account_versions(&client).await;
+    let lines = wait_for_accounts(dir.path(), &expected).await;
+    let log = stop(ferry);
+
+    let (history, snapshot) = account_history(&lines);
+    assert!(
+        snapshot >= rows as usize,
+        "{snapshot} snapshot rows:\n{log}"
+    );
+    assert!(writes > 50, "only {writes} writes ran");
+    // Per account, versions only go up, one step at a time: an event missed
+    // leaves a gap, one doubled (in the snapshot and the stream) repeats a
+    // version, and a snapshot row after a newer change goes back.
+    for (key, versions) in &history {
+        for pair in versions.windows(2) {
+            match pair {
+                [Some(a), Some(b)] => {
+                    assert_eq!(*b, a + 1, "account {key} went {versions:?}:\n{log}")
+                }
+                [Some(_), None] => {}
+                _ => panic!("account {key} changed after its deletion: {versions:?}"),
+            }
+        }
+    }
+    // Every account there is was delivered, at its version (checked by
+    // wait_for_accounts); and none that is gone is left standing.
+    let standing = history
+        .iter()
+        .filter(|(_, versions)| versions.last().is_some_and(Option::is_some))
+        .count();
+    assert_eq!(standing, expected.len());
+    assert!(log.contains("Initial snapshot."), "{log}");
+    // The marker is gone: a restart streams on.
+    assert_eq!(publication_comment(&client, &database).await, None);
+    drop(client);
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_killed_midway_is_read_again_whole_at_the_next_start() {
+    let (database, client, dir) = fixture("pg_snapshot_kill", "").await;
+    let rows = 30_000;
+    accounts(&client, rows).await;
+    let source = source(&database, r#"mode = "tables", tables = ["accounts"]"#);
+    let config = config(dir.path(), &source, MISBEHAVE, "batch_size = 64");
+    let mut first = start_run(&config, Stdio::piped());
+    let at_kill = wait_for_lines(dir.path(), 300).await.len();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        at_kill < rows as usize,
+        "the snapshot ended before the kill"
+    );
+    let marked = publication_comment(&client, &database).await;
+    assert!(marked.is_some_and(|m| m.contains("not yet delivered")));
+
+    let second = start_run(&config, Stdio::piped());
+    // After the second snapshot: streamed.
+    wait_for_lines(dir.path(), at_kill + rows as usize).await;
+    client
+        .batch_execute("UPDATE accounts SET version = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let expected = account_versions(&client).await;
+    let lines = wait_for_accounts(dir.path(), &expected).await;
+    let log = stop(second);
+    assert!(log.contains("snapshot was interrupted"), "{log}");
+    // The second snapshot has every row; the first's partial one is before
+    // it in the file.
+    let (_, snapshot) = account_history(&lines);
+    assert!(snapshot >= at_kill + rows as usize, "{snapshot}");
+    let last_snapshot = lines
+        .iter()
+        .rposition(|line| line["position"].as_str().unwrap().contains(":snapshot:"))
+        .unwrap();
+    assert_eq!(
+        lines[last_snapshot + 1..].len(),
+        1,
+        "after the snapshot, only the update"
+    );
     drop(client);
     database.drop().await;
 }

@@ -352,12 +352,15 @@ async fn registry_edits_reach_kafka_whole_keyed_by_urn_and_routed_by_access_grou
         "the two halves come from one source transaction"
     );
 
-    // Every body is a whole, schema-valid structure message.
+    // Every body is a whole, schema-valid structure message, and names the
+    // plugin version that made it.
+    let digest = ferry::plugin::Digest::of(&std::fs::read(SDMX_STRUCTURES).unwrap()).short();
     for (n, record) in public.iter().enumerate() {
         assert_eq!(
             record.header("content-type"),
             Some("application/vnd.sdmx.structure+xml; version=2.1")
         );
+        assert_eq!(record.header("ferry-plugin"), Some(digest.as_str()));
         assert_schema_valid(
             dir.path(),
             &format!("kafka-{n}"),
@@ -373,6 +376,300 @@ async fn registry_edits_reach_kafka_whole_keyed_by_urn_and_routed_by_access_grou
         freq, 4,
         "the re-published CL_FREQ holds every code, W included"
     );
+    drop(client);
+    database.drop().await;
+}
+
+/// A registry database with the example's schema and seed plus `codelists`
+/// generated codelists of `codes` codes each (written before any slot, so
+/// not streamed); the database and a client.
+async fn generated_registry(
+    test: &str,
+    codelists: u32,
+    codes: u32,
+) -> (crate::common::TestDatabase, tokio_postgres::Client) {
+    let database = fresh_database(test).await;
+    let (client, driver) = tokio_postgres::connect(&database.connection, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+    client.batch_execute(&example("schema.sql")).await.unwrap();
+    client.batch_execute(&example("seed.sql")).await.unwrap();
+    client
+        .batch_execute(&format!(
+            r#"INSERT INTO codelists (agency, id, names)
+                 SELECT 'GEN', 'CL_' || n, jsonb_build_object('en', 'Generated ' || n, 'fr', 'Généré ' || n)
+                 FROM generate_series(1, {codelists}) n;
+               INSERT INTO codes (codelist_agency, codelist_id, codelist_version, id, names, position)
+                 SELECT 'GEN', 'CL_' || n, '1.0', 'C' || c, jsonb_build_object('en', 'Code ' || c), c
+                 FROM generate_series(1, {codelists}) n, generate_series(1, {codes}) c;"#
+        ))
+        .await
+        .unwrap();
+    (database, client)
+}
+
+/// `dir/ferry.toml`: the registry (messages mode, `source.resync` the
+/// chunked republication) through the SDMX plugin to `dir/out.jsonl`, with
+/// the admin server on `port`.
+fn resync_config(
+    dir: &Path,
+    database: &crate::common::TestDatabase,
+    port: u16,
+    extra: &str,
+) -> PathBuf {
+    write(
+        dir,
+        "ferry.toml",
+        &format!(
+            r#"
+            [admin]
+            listen = "127.0.0.1:{port}"
+            [pipelines.registry]
+            {extra}
+            source = {{ kind = "postgres", connection = "{connection}", slot = "{name}", publication = "{name}", mode = "messages", prefix = "sdmx", resync = "CALL sdmx_republish(100)" }}
+            sink = {{ kind = "file", path = "{out}" }}
+            [pipelines.registry.plugin]
+            path = "{SDMX_STRUCTURES}"
+            "#,
+            connection = database.connection,
+            name = database.name(),
+            out = dir.join("out.jsonl").display(),
+        ),
+    )
+}
+
+/// Starts `ferry run` and waits until the pipeline streams.
+fn start_registry(config: &Path, port: u16) -> std::process::Child {
+    let child = crate::common::start_run(config, std::process::Stdio::piped());
+    crate::wire::wait_ready(port, "ferry");
+    child
+}
+
+/// The URN keys of the sink's lines, in order.
+fn delivered_keys(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("out.jsonl")).unwrap_or_default();
+    let whole = &text[..text.rfind('\n').map_or(0, |at| at + 1)];
+    json_lines(whole)
+        .iter()
+        .map(|line| line["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Stops `child` with SIGTERM; its stderr.
+fn terminate(child: std::process::Child) -> String {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let output = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resync_publishes_every_structure_once_with_a_progress_bar_then_streams_on() {
+    let (database, client) = generated_registry("sdmx_resync", 300, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::wire::free_port();
+    let config = resync_config(dir.path(), &database, port, "");
+    let ferry_run = start_registry(&config, port);
+    assert!(
+        delivered_keys(dir.path()).is_empty(),
+        "nothing before the resync"
+    );
+
+    let resync = ferry()
+        .args(["resync", "registry", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&resync.stdout),
+        String::from_utf8_lossy(&resync.stderr),
+    );
+    assert!(resync.status.success(), "{out}\n{err}");
+    // 300 generated codelists and the seed's 8 structures.
+    assert!(out.contains("delivered 308 events"), "{out}\n{err}");
+    assert!(
+        err.contains("resync [##############################] 100%  308/308 events  done"),
+        "{err}"
+    );
+    let keys = delivered_keys(dir.path());
+    let unique: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(
+        (keys.len(), unique.len()),
+        (308, 308),
+        "each structure once"
+    );
+    assert!(
+        keys.contains(&"urn:sdmx:org.sdmx.infomodel.codelist.Codelist=GEN:CL_300(1.0)".to_string())
+    );
+
+    // The stream goes on after it.
+    client.batch_execute(&example("edit.sql")).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while delivered_keys(dir.path()).len() <= 308 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edits never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Asked of a pipeline without a resync statement: a clear refusal.
+    let unknown = ferry()
+        .args(["resync", "nothing", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no pipeline named nothing"));
+    terminate(ferry_run);
+    drop(client);
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_killed_during_a_resync_republishes_only_what_was_not_acknowledged() {
+    let (database, client) = generated_registry("sdmx_resync_kill", 3000, 5).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::wire::free_port();
+    let config = resync_config(dir.path(), &database, port, "batch_size = 16");
+    let mut first = start_registry(&config, port);
+    let started = ferry()
+        .args(["resync", "registry", "--no-wait", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while delivered_keys(dir.path()).len() < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resync never started delivering"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let at_kill = delivered_keys(dir.path()).len();
+    let total = 3008;
+    assert!(
+        at_kill < total,
+        "the resync was delivered whole before the kill"
+    );
+    let confirmed: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&database.name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let second = start_registry(&config, port);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let keys = delivered_keys(dir.path());
+        let unique: std::collections::HashSet<&String> = keys.iter().collect();
+        if unique.len() == total {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {total} structures arrived",
+            unique.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = terminate(second);
+    let text = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let lines = json_lines(&text);
+    let lsn = |position: &str| {
+        let text = position.split(':').next().unwrap();
+        let (high, low) = text.split_once('/').unwrap();
+        (u64::from_str_radix(high, 16).unwrap() << 32) | u64::from_str_radix(low, 16).unwrap()
+    };
+    let confirmed = lsn(&confirmed);
+    // Only transactions past the slot's confirmed position came again: what
+    // was acknowledged before the kill was not republished.
+    for line in &lines[at_kill..] {
+        let position = line["position"].as_str().unwrap();
+        assert!(
+            lsn(position) > confirmed,
+            "{position} was acknowledged before the kill:\n{log}"
+        );
+    }
+    // And exactly what was delivered but not yet acknowledged came twice.
+    let unacknowledged = lines[..at_kill]
+        .iter()
+        .filter(|line| lsn(line["position"].as_str().unwrap()) > confirmed)
+        .count();
+    assert_eq!(
+        lines.len() - total,
+        unacknowledged,
+        "repeats beyond the {unacknowledged} unacknowledged of {at_kill} delivered before the kill"
+    );
+    drop(client);
+    database.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_registry_rows_meet_the_policy_naming_the_structure_and_the_rule() {
+    let (database, client) = generated_registry("sdmx_bad_rows", 0, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::wire::free_port();
+    // Every event of the registry stream shares one unit of order (the
+    // source gives no key; the plugin keys its outputs by URN), so the
+    // policy that lets the rest go on is dead-letter.
+    let letters = dir.path().join("letters.jsonl");
+    let config = resync_config(
+        dir.path(),
+        &database,
+        port,
+        &format!(
+            "on_error = \"dead-letter\"\ndead_letter = {{ kind = \"file\", path = \"{}\" }}",
+            letters.display()
+        ),
+    );
+    let ferry_run = start_registry(&config, port);
+    client
+        .batch_execute(
+            r#"INSERT INTO codelists (agency, id, names) VALUES ('ECB', 'CL_NONAME', '{"en": "No name codes"}');
+               INSERT INTO codes VALUES ('ECB', 'CL_NONAME', '1.0', 'A', '{}', 1);
+               INSERT INTO codelists (agency, id, names) VALUES ('EC B', 'CL_AGENCY', '{"en": "Bad agency"}');
+               INSERT INTO codelists (agency, id, names) VALUES ('ECB', 'CL_GOOD', '{"en": "Good"}');"#,
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while delivered_keys(dir.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the good codelist never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delivered_keys(dir.path()),
+        ["urn:sdmx:org.sdmx.infomodel.codelist.Codelist=ECB:CL_GOOD(1.0)"]
+    );
+    let errors: Vec<String> = json_lines(&std::fs::read_to_string(&letters).unwrap())
+        .iter()
+        .map(|letter| letter["error"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("Codelist ECB:CL_NONAME(1.0), item A: needs a name"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("agency \"EC B\" is not an SDMX agency id"),
+        "{errors:?}"
+    );
+    terminate(ferry_run);
     drop(client);
     database.drop().await;
 }

@@ -6,7 +6,11 @@
 
 mod config;
 mod plugin;
+mod progress;
+mod resync;
 mod run;
+mod scaffold;
+mod status;
 
 use crate::telemetry::{self, LogFormat};
 use clap::{Parser, Subcommand};
@@ -42,6 +46,12 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Show how each pipeline of a running ferry is doing (asks its admin
+    /// server).
+    Status(status::StatusArgs),
+    /// Have a running ferry publish a pipeline's current state again (a
+    /// Postgres source's `resync` statement) and show its delivery.
+    Resync(resync::ResyncArgs),
 }
 
 /// A command's failure, with the exit code it maps to.
@@ -74,6 +84,8 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Plugin(command) => plugin::run(command).await,
             Command::Config(command) => config::run(command),
+            Command::Status(args) => status::run(args).await,
+            Command::Resync(args) => resync::run(args).await,
         }
     });
     // Blocking plugin calls and stdin reads must not hold the exit.

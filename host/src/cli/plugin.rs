@@ -19,6 +19,9 @@ pub(crate) enum PluginCommand {
     /// Map a file of events with a plugin and print the result of each event
     /// as a JSON line; with --expect, compare and show a diff.
     Test(TestArgs),
+    /// Create a plugin project (rust, js, python or c) that builds and
+    /// passes its own test vectors: `<dir>/test`.
+    New(super::scaffold::NewArgs),
 }
 
 /// How the plugin is instantiated: its settings and limits.
@@ -71,6 +74,7 @@ pub(crate) async fn run(command: PluginCommand) -> Result<(), Failure> {
     match command {
         PluginCommand::Check(args) => check(args).await,
         PluginCommand::Test(args) => test(args).await,
+        PluginCommand::New(args) => Ok(super::scaffold::new(args)?),
     }
 }
 

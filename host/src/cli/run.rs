@@ -2,12 +2,15 @@
 //! it halts, or the process is asked to stop.
 
 use super::Failure;
+use crate::admin::{self, PipelineHandle};
 use crate::config::{Config, RuntimeConfig};
-use crate::pipeline::{self, PipelineError};
+use crate::pipeline::{self, PipelineError, PipelineStats, State};
 use crate::plugin::{ArtifactCache, Runtime, RuntimeOptions};
 use anyhow::Context as _;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -27,15 +30,42 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
     // Pipelines are independent: one that halts or fails leaves the others
     // running.
     let mut pipelines = JoinSet::new();
+    let mut handles = Vec::new();
     for (name, pipeline) in config.pipelines {
         let (runtime, stop) = (runtime.clone(), stop.clone());
+        let (commands_tx, commands) = mpsc::unbounded_channel();
+        let stats = Arc::new(PipelineStats::default());
+        handles.push(PipelineHandle {
+            name: name.clone(),
+            commands: commands_tx,
+            stats: stats.clone(),
+        });
         pipelines.spawn(async move {
             tracing::info!(pipeline = %name, "Pipeline starting.");
-            let controls = pipeline::Controls::stop_only(stop);
+            let controls = pipeline::Controls {
+                stop,
+                commands,
+                stats: stats.clone(),
+            };
             let result = pipeline::run(&name, &pipeline, &runtime, controls).await;
+            let (state, error) = match &result {
+                Ok(_) => (State::Finished, None),
+                Err(error @ PipelineError::Halted { .. }) => {
+                    (State::Halted, Some(error.to_string()))
+                }
+                Err(error) => (State::Failed, Some(format!("{error:#}"))),
+            };
+            stats.set_state(state, error);
             (name, result)
         });
     }
+    tokio::spawn(reload_on_hangup(handles.clone()));
+    tokio::spawn(super::progress::draw_while_running(handles.clone()));
+    // Kept for as long as the pipelines run.
+    let _admin = match config.admin.listen {
+        Some(listen) => Some(admin::serve(listen, handles).await?),
+        None => None,
+    };
     let mut failed = 0;
     while let Some(joined) = pipelines.join_next().await {
         let (name, result) = joined.context("a pipeline task panicked")?;
@@ -74,6 +104,26 @@ fn build_runtime(config: &RuntimeConfig) -> anyhow::Result<Runtime> {
         ..RuntimeOptions::default()
     })
     .context("cannot start the plugin runtime")
+}
+
+/// SIGHUP: every pipeline loads its plugin file again (each logs the
+/// outcome).
+async fn reload_on_hangup(pipelines: Vec<PipelineHandle>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot listen for SIGHUP; reload plugins through the admin API.");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the plugins.");
+        for pipeline in &pipelines {
+            let pipeline = pipeline.clone();
+            tokio::spawn(async move { pipeline.reload().await });
+        }
+    }
 }
 
 /// First SIGINT/SIGTERM: stop reading and drain. Second: exit at once

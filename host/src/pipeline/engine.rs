@@ -169,6 +169,8 @@ pub struct EngineStats {
     pub parked_items: AtomicU64,
     /// Items read and not yet done.
     pub open_items: AtomicU64,
+    /// How long each sink call (a slice of one unit of order) took.
+    pub sink_calls: super::Histogram,
 }
 
 /// Why the engine stopped the pipeline.
@@ -224,6 +226,7 @@ impl Engine {
         sink: Arc<dyn Sink>,
         dead_letters: Option<Arc<dyn DeadLetters>>,
         plugin: Plugin,
+        stats: Arc<EngineStats>,
     ) -> Engine {
         Engine {
             pipeline,
@@ -242,8 +245,14 @@ impl Engine {
             parked: 0,
             input_closed: false,
             halt: None,
-            stats: Arc::new(EngineStats::default()),
+            stats,
         }
+    }
+
+    /// The version events are mapped again with from now on (a retryable
+    /// plugin error).
+    pub(super) fn set_plugin(&mut self, plugin: Plugin) {
+        self.plugin = plugin;
     }
 
     pub(super) fn stats(&self) -> Arc<EngineStats> {
@@ -416,9 +425,12 @@ impl Engine {
                 };
                 lane.state = LaneState::Running;
                 let sink = self.sink.clone();
+                let stats = self.stats.clone();
                 self.running.push(
                     async move {
+                        let started = std::time::Instant::now();
                         let result = sink.deliver(&slice).await;
+                        stats.sink_calls.observe(started.elapsed());
                         Outcome::Delivered {
                             lane: key,
                             slice,

@@ -8,20 +8,25 @@
 //! while too many items are pending (backpressure).
 
 mod engine;
+mod histogram;
+mod reload;
 mod retry;
 
 pub use engine::{EngineStats, Halt, LaneKey, ParkedLane};
+pub use histogram::Histogram;
+pub use reload::{PluginStats, Trigger};
 pub use retry::Backoff;
 
 use crate::config::{ErrorPolicy, PipelineConfig, PluginConfig};
 use crate::event::{ChangeEvent, EventRef};
 use crate::kafka::ConsumerLink;
 use crate::plugin::{Plugin, PluginOptions, Runtime};
-use crate::sources::{SourceConfig, SourceContext, SourceItem};
+use crate::sources::{SourceConfig, SourceContext, SourceItem, SourceRequest};
 use anyhow::Context as _;
 use engine::{Engine, MappedItem};
 use futures::StreamExt as _;
 use futures::stream::FuturesOrdered;
+use reload::FileWatch;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -71,22 +76,91 @@ pub enum Command {
     Reload {
         reply: oneshot::Sender<Result<String, String>>,
     },
+    /// Have the source publish the current state again; answers the
+    /// resync's id, or why the source cannot.
+    Resync {
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
-/// How a running pipeline is steered from outside.
+/// How a running pipeline is steered and watched from outside.
 pub struct Controls {
     /// Fires to stop the pipeline: it stops reading, delivers what it has
     /// read (within `drain_timeout_ms`), and returns.
     pub stop: CancellationToken,
-    /// Commands (resume a parked key, list parked keys).
+    /// Commands (resume a parked key, list parked keys, reload).
     pub commands: mpsc::UnboundedReceiver<Command>,
+    /// Where the pipeline keeps its counters.
+    pub stats: Arc<PipelineStats>,
 }
 
 impl Controls {
     /// Controls with only a stop token; commands are never sent.
     pub fn stop_only(stop: CancellationToken) -> Controls {
         let (_, commands) = mpsc::unbounded_channel();
-        Controls { stop, commands }
+        Controls {
+            stop,
+            commands,
+            stats: Arc::default(),
+        }
+    }
+}
+
+/// A pipeline's counters and state, shared with status and metrics.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub engine: Arc<EngineStats>,
+    pub plugin: PluginStats,
+    /// Items read from the source (events, undecodable input, transaction
+    /// ends).
+    pub items_read: std::sync::atomic::AtomicU64,
+    /// How long each plugin call (a batch) took.
+    pub plugin_calls: Histogram,
+    /// The source's checkpoint and lag.
+    pub source: Arc<crate::sources::SourceStats>,
+    state: std::sync::Mutex<(State, Option<String>)>,
+}
+
+impl PipelineStats {
+    /// The state, and the error that ended the pipeline if one did.
+    pub fn state(&self) -> (State, Option<String>) {
+        self.state.lock().unwrap().clone()
+    }
+
+    pub fn set_state(&self, state: State, error: Option<String>) {
+        *self.state.lock().unwrap() = (state, error);
+    }
+}
+
+/// Where a pipeline is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Loading its plugin, connecting its source and sink.
+    #[default]
+    Starting,
+    /// Reading, mapping and delivering.
+    Running,
+    /// Asked to stop: delivering what it has read.
+    Stopping,
+    /// Its input ended, or it stopped when asked.
+    Finished,
+    /// The `halt` policy stopped it at an event that cannot be delivered.
+    Halted,
+    /// It could not start, or its source failed.
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Finished => "finished",
+            State::Halted => "halted",
+            State::Failed => "failed",
+        }
     }
 }
 
@@ -129,8 +203,18 @@ pub async fn run(
     runtime: &Runtime,
     controls: Controls,
 ) -> Result<Summary, PipelineError> {
-    let Controls { stop, mut commands } = controls;
-    let plugin = load_plugin(runtime, name, &config.plugin).await?;
+    let Controls {
+        stop,
+        mut commands,
+        stats,
+    } = controls;
+    let mut plugin = load_plugin(runtime, name, &config.plugin).await?;
+    if let Some(vectors) = &config.plugin.vectors {
+        reload::check_vectors(&plugin, vectors)
+            .await
+            .context("cannot start the plugin")?;
+    }
+    stats.plugin.set_active(&plugin);
     // A Kafka source lends its consumer to a transactional Kafka sink, so
     // consumed offsets commit inside the sink's transactions.
     let link = ConsumerLink::default();
@@ -163,11 +247,14 @@ pub async fn run(
     // The source gets its own stop signal: it must keep running (to
     // checkpoint acknowledgements) until the engine has drained.
     let source_stop = CancellationToken::new();
+    let (requests, requests_rx) = mpsc::unbounded_channel();
     let mut source_task = tokio::spawn(source.run(SourceContext {
         pipeline: pipeline.clone(),
         items: items_tx,
         acks: acks_rx,
         stop: source_stop.clone(),
+        stats: stats.source.clone(),
+        requests: requests_rx,
     }));
 
     let mut engine = Engine::new(
@@ -176,7 +263,9 @@ pub async fn run(
         sink,
         dead_letters,
         plugin.clone(),
+        stats.engine.clone(),
     );
+    stats.set_state(State::Running, None);
     let mut summary = Summary::default();
     let mut mapping = FuturesOrdered::new();
     let max_mapping = plugin.limits().instances.max(1);
@@ -184,6 +273,13 @@ pub async fn run(
     let mut input_open = true;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
     let mut buffer = Vec::with_capacity(batch_size);
+    let mut watch = config.plugin.watch.then(|| {
+        FileWatch::new(
+            &config.plugin.path,
+            Duration::from_millis(config.plugin.watch_interval_ms),
+        )
+    });
+    let mut reload = reload::Attempts::default();
 
     loop {
         engine.start_ready();
@@ -215,10 +311,60 @@ pub async fn run(
                 Command::Parked { reply } => {
                     let _ = reply.send(engine.parked_lanes());
                 }
+                Command::Resync { reply } => {
+                    if let Err(refused) = requests.send(SourceRequest::Resync { reply }) {
+                        let SourceRequest::Resync { reply } = refused.0;
+                        let _ = reply.send(Err(format!(
+                            "the {} source of pipeline {pipeline} cannot resync",
+                            config.source.kind()
+                        )));
+                    }
+                }
                 Command::Reload { reply } => {
-                    let _ = reply.send(Err("hot reload is not available yet".into()));
+                    reload.request(Trigger::Request, Some(reply), || start_reload(runtime, &pipeline, config, &plugin));
                 }
             },
+            () = async { watch.as_mut().expect("guarded").changed().await }, if watch.is_some() => {
+                reload.request(Trigger::File, None, || start_reload(runtime, &pipeline, config, &plugin));
+            }
+            loaded = async { reload.task.as_mut().expect("guarded").await }, if reload.task.is_some() => {
+                let outcome = match loaded.expect("reloads do not panic") {
+                    Ok(reload::Reloaded::New { plugin: new, took }) => {
+                        tracing::info!(
+                            pipeline = name,
+                            from = %plugin.digest().short(),
+                            to = %new.digest().short(),
+                            trigger = ?reload.trigger,
+                            took_ms = took.as_millis() as u64,
+                            "Plugin reloaded: batches from now on go to the new version."
+                        );
+                        plugin = new;
+                        engine.set_plugin(plugin.clone());
+                        stats.plugin.set_active(&plugin);
+                        stats.plugin.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(plugin.digest().short())
+                    }
+                    Ok(reload::Reloaded::Same) => {
+                        tracing::debug!(pipeline = name, plugin = %plugin.digest().short(), "The plugin file holds the running version.");
+                        Ok(plugin.digest().short())
+                    }
+                    Err(error) => {
+                        let error = format!("{error:#}");
+                        tracing::error!(
+                            pipeline = name,
+                            running = %plugin.digest().short(),
+                            trigger = ?reload.trigger,
+                            %error,
+                            "New plugin version rejected; the running version stays."
+                        );
+                        stats.plugin.rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Err(error)
+                    }
+                };
+                for reply in reload.finished(|| start_reload(runtime, &pipeline, config, &plugin)) {
+                    let _ = reply.send(outcome.clone());
+                }
+            }
             Some(batch) = mapping.next() => {
                 let (first_seq, items, digest) = batch;
                 engine.enqueue(first_seq, items, digest);
@@ -231,6 +377,7 @@ pub async fn run(
                         + Duration::from_millis(config.delivery.drain_timeout_ms),
                 );
                 engine.close_input();
+                stats.set_state(State::Stopping, None);
                 tracing::info!(pipeline = name, "Stopping: no more input is read; delivering what was read.");
             }
             _ = draining => {
@@ -248,8 +395,9 @@ pub async fn run(
                     engine.close_input();
                 } else {
                     summary.items += count as u64;
+                    stats.items_read.fetch_add(count as u64, std::sync::atomic::Ordering::Relaxed);
                     let items = std::mem::replace(&mut buffer, Vec::with_capacity(batch_size));
-                    mapping.push_back(map_batch(plugin.clone(), next_seq, items));
+                    mapping.push_back(map_batch(plugin.clone(), next_seq, items, stats.clone()));
                     next_seq += count as u64;
                 }
             }
@@ -278,12 +426,29 @@ pub async fn run(
     Ok(summary)
 }
 
+/// Loads and validates the plugin file's version in a task of its own, so
+/// the pipeline keeps mapping and delivering meanwhile.
+fn start_reload(
+    runtime: &Runtime,
+    pipeline: &Arc<str>,
+    config: &PipelineConfig,
+    running: &Plugin,
+) -> tokio::task::JoinHandle<anyhow::Result<reload::Reloaded>> {
+    tokio::spawn(reload::load_new(
+        runtime.clone(),
+        pipeline.clone(),
+        config.plugin.clone(),
+        running.digest().short(),
+    ))
+}
+
 /// Maps a batch of source items; returns the first item's sequence number,
 /// the items with their results in order, and the plugin digest.
 async fn map_batch(
     plugin: Plugin,
     first_seq: u64,
     items: Vec<SourceItem>,
+    stats: Arc<PipelineStats>,
 ) -> (u64, Vec<MappedItem>, Arc<str>) {
     enum Slot {
         Event(usize),
@@ -306,7 +471,10 @@ async fn map_batch(
     let mut results = if events.is_empty() {
         Vec::new()
     } else {
-        plugin.transform(events.clone()).await
+        let started = std::time::Instant::now();
+        let results = plugin.transform(events.clone()).await;
+        stats.plugin_calls.observe(started.elapsed());
+        results
     }
     .into_iter();
     let digest: Arc<str> = plugin.digest().short().into();

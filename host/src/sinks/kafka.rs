@@ -57,16 +57,20 @@ pub struct KafkaSinkConfig {
     pub transactional_id: Option<String>,
     /// In transactional mode, never commit a tombstone in the same Kafka
     /// transaction as a non-tombstone (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::yes")]
     pub separate_tombstones: bool,
+    /// A header naming the plugin version that produced each record
+    /// (default `ferry-plugin`, value `sha256:` + 16 hex); `""` leaves it out.
+    #[serde(default = "default_digest_header")]
+    pub digest_header: String,
     /// Longest a send or a transaction step may take, in milliseconds
     /// (default 30000); an overrun is retried.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
 
-fn default_true() -> bool {
-    true
+fn default_digest_header() -> String {
+    "ferry-plugin".to_string()
 }
 
 fn default_timeout_ms() -> u64 {
@@ -106,6 +110,8 @@ pub struct KafkaSink {
     topic: Option<Template>,
     transactional: bool,
     separate_tombstones: bool,
+    /// Header carrying the plugin digest; `None` for none.
+    digest_header: Option<String>,
     timeout: Duration,
     /// The producer's largest record (`message.max.bytes`), for errors.
     max_bytes: String,
@@ -163,6 +169,7 @@ impl KafkaSink {
                 .map_err(anyhow::Error::msg)?,
             transactional: config.transactional,
             separate_tombstones: config.separate_tombstones,
+            digest_header: Some(config.digest_header.clone()).filter(|name| !name.is_empty()),
             timeout,
             max_bytes: config
                 .client
@@ -190,11 +197,17 @@ impl KafkaSink {
                 unreachable!("checked by `records`")
             };
             let topic = self.topic_of(delivery).expect("checked by `records`");
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
             for header in &record.headers {
                 headers = headers.insert(Header {
                     key: &header.name,
                     value: Some(header.value.as_bytes()),
+                });
+            }
+            if let Some(name) = &self.digest_header {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(delivery.plugin.as_bytes()),
                 });
             }
             let mut future_record: FutureRecord<'_, [u8], [u8]> =

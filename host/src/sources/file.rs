@@ -64,7 +64,9 @@ pub fn position_prefix(path: &Path) -> String {
 impl Source for FileSource {
     fn run(self: Box<Self>, context: SourceContext) -> BoxFuture<'static, anyhow::Result<()>> {
         async move {
-            let SourceContext { items, stop, .. } = context;
+            let SourceContext {
+                items, stop, stats, ..
+            } = context;
             let path = &self.config.path;
             let prefix = position_prefix(path);
             let input: Box<dyn AsyncRead + Unpin + Send> = if path == Path::new("-") {
@@ -76,6 +78,7 @@ impl Source for FileSource {
                         .with_context(|| format!("cannot open {}", path.display()))?,
                 )
             };
+            stats.set_connected(true);
             let mut lines = BufReader::with_capacity(1 << 16, input).lines();
             let mut number = 0u64;
             loop {

@@ -37,6 +37,15 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
+    /// The `kind` it was configured with.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::File(_) => "file",
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Kafka(_) => "kafka",
+        }
+    }
+
     /// Builds the source. A Kafka source lends its consumer to the sink
     /// through `link` (see [`crate::kafka::ConsumerLink`]).
     pub fn build(&self, link: &ConsumerLink) -> anyhow::Result<Box<dyn Source>> {
@@ -108,6 +117,98 @@ pub struct SourceContext {
     /// Fires when the pipeline stops: stop reading, checkpoint what is
     /// acknowledged, return.
     pub stop: CancellationToken,
+    /// Where the source reports its checkpoint and lag (status, metrics).
+    pub stats: Arc<SourceStats>,
+    /// Requests from operators. A source that serves none drops the
+    /// receiver, and the requester is told it cannot.
+    pub requests: mpsc::UnboundedReceiver<SourceRequest>,
+}
+
+/// An operator's request to a running source.
+#[derive(Debug)]
+pub enum SourceRequest {
+    /// Publish the current state again (`ferry resync`). Answers, once the
+    /// source has started it, the id its `BulkProgress` carries, or why it
+    /// cannot.
+    Resync {
+        reply: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
+}
+
+/// A source's progress, as status and metrics show it.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    /// The last position checkpointed at the source (a confirmed LSN,
+    /// committed offsets), as text.
+    checkpoint: std::sync::Mutex<Option<String>>,
+    /// How far the checkpoint is behind the source's end, in `lag_unit`s.
+    pub lag: std::sync::atomic::AtomicU64,
+    /// `bytes` (Postgres WAL) or `records` (Kafka); empty when the source
+    /// has no notion of lag.
+    lag_unit: std::sync::OnceLock<&'static str>,
+    /// Connected to what it reads (a replication session, a consumer group,
+    /// an open file): readiness.
+    connected: std::sync::atomic::AtomicBool,
+    /// The bulk read under way or last done (an initial snapshot, a
+    /// resync), for progress bars.
+    bulk: std::sync::Mutex<Option<BulkProgress>>,
+}
+
+/// How far a bulk read (an initial snapshot, a resync) has come.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BulkProgress {
+    /// `snapshot` or `resync`.
+    pub kind: String,
+    /// Which one (a resync's id, a snapshot's LSN).
+    pub id: String,
+    /// What is counted: `rows`, `events`.
+    pub unit: String,
+    /// How many there are, when known.
+    pub total: Option<u64>,
+    /// Read from the source and sent into the pipeline.
+    pub read: u64,
+    /// Delivered by the sink (acknowledged).
+    pub delivered: u64,
+    /// Every item read and delivered.
+    pub done: bool,
+}
+
+impl SourceStats {
+    pub fn connected(&self) -> bool {
+        self.connected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn set_connected(&self, connected: bool) {
+        self.connected
+            .store(connected, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn checkpoint(&self) -> Option<String> {
+        self.checkpoint.lock().unwrap().clone()
+    }
+
+    pub fn set_checkpoint(&self, position: impl Into<String>) {
+        *self.checkpoint.lock().unwrap() = Some(position.into());
+    }
+
+    pub fn lag_unit(&self) -> Option<&'static str> {
+        self.lag_unit.get().copied()
+    }
+
+    pub fn bulk(&self) -> Option<BulkProgress> {
+        self.bulk.lock().unwrap().clone()
+    }
+
+    /// Updates the bulk read's progress (`None` starts none).
+    pub fn update_bulk(&self, update: impl FnOnce(&mut Option<BulkProgress>)) {
+        update(&mut self.bulk.lock().unwrap());
+    }
+
+    /// Records the lag, in `unit`s.
+    pub fn set_lag(&self, lag: u64, unit: &'static str) {
+        let _ = self.lag_unit.set(unit);
+        self.lag.store(lag, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A running source.

@@ -250,6 +250,7 @@ impl KesselInventoryService for Service {
                 local_resource_id: reference.resource_id.clone(),
                 transaction_id: None,
                 request: delete_json(&request),
+                applied_at: std::time::SystemTime::now(),
             });
         }
         Ok(Response::new(DeleteResourceResponse {}))
@@ -302,6 +303,7 @@ fn apply_report(shared: &Shared, request: ReportResourceRequest, transaction_id:
         local_resource_id: metadata.local_resource_id.clone(),
         transaction_id,
         request: report_json(&request),
+        applied_at: std::time::SystemTime::now(),
     });
 }
 

@@ -57,6 +57,8 @@ pub struct LogEntry {
     /// The request as received, in the public snake_case JSON shape
     /// (fields left at their default are left out).
     pub request: Value,
+    /// When it was applied (for latency benchmarks).
+    pub applied_at: std::time::SystemTime,
 }
 
 /// How a report whose `transaction_id` was already applied is answered.

@@ -381,7 +381,7 @@ fn auth_failure(at: usize, error: AuthError) -> SinkError {
 
 /// reqwest is built without a default crypto provider: install rustls'
 /// ring provider for the process before the first TLS client is made.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Another part of the process may have installed one already: fine.

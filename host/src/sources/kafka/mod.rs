@@ -179,6 +179,8 @@ struct Tracker {
     progress: HashMap<Partition, Progress>,
     /// Sequence number of each item in flight → its record.
     in_flight: HashMap<u64, (Partition, i64)>,
+    /// Where the committed offsets are shown (status).
+    stats: Arc<crate::sources::SourceStats>,
 }
 
 impl Tracker {
@@ -237,6 +239,15 @@ impl Tracker {
                 progress.committed = Some(offset);
             }
         }
+        let mut committed: Vec<String> = self
+            .progress
+            .iter()
+            .filter_map(|((topic, partition), progress)| {
+                Some(format!("{topic}:{partition}:{}", progress.committed?))
+            })
+            .collect();
+        committed.sort();
+        self.stats.set_checkpoint(committed.join(","));
     }
 
     /// Forgets `partitions`; returns the offsets to commit for them first.
@@ -263,6 +274,7 @@ fn partitions_of(list: &TopicPartitionList) -> HashSet<Partition> {
 struct Callbacks {
     pipeline: Arc<str>,
     tracker: Arc<Mutex<Tracker>>,
+    stats: Arc<crate::sources::SourceStats>,
 }
 
 impl ClientContext for Callbacks {
@@ -274,6 +286,7 @@ impl ClientContext for Callbacks {
             .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
             .map(|p| p.consumer_lag)
             .sum();
+        self.stats.set_lag(lag.max(0) as u64, "records");
         let rtt_avg_us = statistics
             .brokers
             .values()
@@ -363,12 +376,18 @@ impl Source for KafkaSource {
                 items,
                 mut acks,
                 stop,
+                stats,
+                ..
             } = context;
             let config = &self.config;
-            let tracker = Arc::new(Mutex::new(Tracker::default()));
+            let tracker = Arc::new(Mutex::new(Tracker {
+                stats: stats.clone(),
+                ..Tracker::default()
+            }));
             let callbacks = Callbacks {
                 pipeline: pipeline.clone(),
                 tracker: tracker.clone(),
+                stats: stats.clone(),
             };
             let consumer: Arc<Consumer> = Arc::new(
                 config
@@ -396,6 +415,9 @@ impl Source for KafkaSource {
             consumer
                 .subscribe(&topics)
                 .with_context(|| format!("cannot subscribe to {topics:?}"))?;
+            // Subscribed: the group protocol and broker reconnections are
+            // librdkafka's from here on.
+            stats.set_connected(true);
             tracing::info!(
                 pipeline = %pipeline,
                 group = %config.group_id,

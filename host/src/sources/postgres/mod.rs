@@ -23,6 +23,8 @@
 //! its last sent change. A slot in use by another host is waited for.
 
 mod pgoutput;
+mod resync;
+mod snapshot;
 mod values;
 
 use crate::checkpoint::Watermark;
@@ -78,11 +80,20 @@ pub struct PostgresSourceConfig {
     /// `messages`: the top-level JSON field holding the ordering key.
     #[serde(default)]
     pub key: Option<String>,
+    /// `tables`: `initial` (the default) first reads the tables' rows,
+    /// consistently with the stream (an exported snapshot), when the slot is
+    /// created; `never` streams changes only.
+    #[serde(default)]
+    pub snapshot: Option<SnapshotMode>,
     /// SQL run once, right after this source created its slot (the first
     /// start), on the source database; what it writes is streamed. The SDMX
     /// example publishes every structure this way.
     #[serde(default)]
     pub on_first_start: Option<String>,
+    /// SQL `ferry resync` runs on the source database to publish the
+    /// current state again through the stream (default: `on_first_start`).
+    #[serde(default)]
+    pub resync: Option<String>,
     /// How often, at most, the confirmed position is reported to Postgres,
     /// in milliseconds (default 200).
     #[serde(default = "default_status_interval_ms")]
@@ -99,6 +110,16 @@ pub enum Mode {
     Messages,
     /// Row changes of listed tables.
     Tables,
+}
+
+/// Whether the tables mode reads the tables' rows first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// When the slot is created.
+    Initial,
+    /// Changes only.
+    Never,
 }
 
 fn default_outbox_table() -> String {
@@ -165,10 +186,21 @@ impl PostgresSourceConfig {
             }
             _ => {}
         }
+        if self.snapshot == Some(SnapshotMode::Initial) && self.mode != Mode::Tables {
+            add(
+                "snapshot",
+                "only the tables mode reads a snapshot (outbox and messages modes can publish existing state with on_first_start)".into(),
+            );
+        }
         if self.status_interval_ms == 0 {
             add("status_interval_ms", "must be at least 1".into());
         }
         problems
+    }
+
+    /// Whether the slot's creation comes with an initial snapshot.
+    fn snapshots(&self) -> bool {
+        self.mode == Mode::Tables && self.snapshot != Some(SnapshotMode::Never)
     }
 
     /// The tables the publication covers.
@@ -242,6 +274,15 @@ struct Stream {
     /// The primary key columns of each streamed table (`schema.table`):
     /// the ordering key, whatever the replica identity.
     primary_keys: std::collections::HashMap<String, Vec<String>>,
+    /// The slot is to be created (or created again) with an initial
+    /// snapshot before streaming.
+    snapshot_due: bool,
+    /// A bulk read's chunks (snapshot chunks, a resync's transactions) not
+    /// yet acknowledged: (sequence number of the chunk's `TransactionEnd`,
+    /// items read up to it).
+    bulk_chunks: VecDeque<(u64, u64)>,
+    /// The resync under way.
+    resync: Option<resync::Resync>,
 }
 
 impl Stream {
@@ -259,6 +300,9 @@ impl Stream {
             confirmed: Lsn::ZERO,
             wal_end: Lsn::ZERO,
             primary_keys: Default::default(),
+            snapshot_due: false,
+            bulk_chunks: VecDeque::new(),
+            resync: None,
         }
     }
 
@@ -271,7 +315,13 @@ impl Stream {
             .context("the Postgres source cannot start")?;
         let mut backoff = Duration::from_millis(250);
         loop {
-            match self.session().await {
+            let ended = if self.snapshot_due {
+                self.snapshot_session().await
+            } else {
+                self.session(None).await
+            };
+            self.context.stats.set_connected(false);
+            match ended {
                 Ended::Stopped => break,
                 Ended::Lost(error) => {
                     let in_use = format!("{error:#}").contains("is active for PID");
@@ -316,6 +366,7 @@ impl Stream {
                 Some(acks) = self.context.acks.recv() => {
                     self.take_acks(acks);
                 }
+                Some(request) = self.context.requests.recv() => self.request(request),
             }
         }
     }
@@ -435,7 +486,11 @@ impl Stream {
                 );
             }
         }
-        if existing.is_none() {
+        if self.config.snapshots() {
+            // Created (or, after an interrupted snapshot, created again) by
+            // the first session, which reads the snapshot.
+            self.snapshot_due = existing.is_none() || self.snapshot_pending(&client).await?;
+        } else if existing.is_none() {
             match client
                 .query_one(
                     "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -464,9 +519,14 @@ impl Stream {
         Ok(())
     }
 
-    /// One replication connection, until it is lost or the pipeline stops.
-    async fn session(&mut self) -> Ended {
-        let mut client = match self.connect().await {
+    /// One replication connection, until it is lost or the pipeline stops;
+    /// on `started`, a session that already started (after a snapshot).
+    async fn session(&mut self, started: Option<ReplicationClient>) -> Ended {
+        let connected = match started {
+            Some(client) => Ok(client),
+            None => self.connect().await,
+        };
+        let mut client = match connected {
             Ok(client) => client,
             Err(error) => return Ended::Lost(error),
         };
@@ -476,6 +536,7 @@ impl Stream {
             confirmed_lsn = %self.confirmed,
             "Streaming from the replication slot."
         );
+        self.context.stats.set_connected(true);
         let mut decoder = Decoder::default();
         let mut transaction: Option<Transaction> = None;
         let ended = loop {
@@ -486,6 +547,10 @@ impl Stream {
                     if let Some(lsn) = self.take_acks(acks) {
                         client.update_applied_lsn(lsn);
                     }
+                    continue;
+                }
+                Some(request) = self.context.requests.recv() => {
+                    self.request(request);
                     continue;
                 }
                 event = client.recv() => event,
@@ -533,6 +598,10 @@ impl Stream {
                     (true, None) => Err(anyhow::anyhow!(
                         "a transactional message outside a transaction"
                     )),
+                    (false, _) if prefix == resync::PREFIX => {
+                        self.resync_marker(&content);
+                        Ok(())
+                    }
                     (false, _) if self.config.prefix.as_deref() != Some(prefix.as_str()) => Ok(()),
                     (false, _) => {
                         // Alone in its own "transaction" at its own LSN.
@@ -566,6 +635,7 @@ impl Stream {
                         self.confirmed = wal_end;
                         client.update_applied_lsn(wal_end);
                     }
+                    self.report_progress();
                     Ok(())
                 }
                 ReplicationEvent::StoppedAt { .. } => Ok(()),
@@ -587,6 +657,14 @@ impl Stream {
     }
 
     async fn connect(&self) -> anyhow::Result<ReplicationClient> {
+        ReplicationClient::connect(self.replication_config()?)
+            .await
+            .context("cannot start replication")
+    }
+
+    /// The replication connection's settings: the source's connection
+    /// string, slot and publication, resuming from what was confirmed.
+    fn replication_config(&self) -> anyhow::Result<ReplicationConfig> {
         let config: tokio_postgres::Config = self
             .config
             .connection
@@ -619,18 +697,20 @@ impl Stream {
             replication = replication.with_ack_lsn(self.confirmed);
         }
         replication.application_name = Some(format!("ferry:{}", self.pipeline));
-        ReplicationClient::connect(replication)
-            .await
-            .context("cannot start replication")
+        Ok(replication)
     }
 
     /// Sends `item`; an error when the pipeline no longer takes items.
     async fn send(&mut self, item: SourceItem) -> anyhow::Result<()> {
+        let is_end = matches!(item, SourceItem::TransactionEnd);
         self.context
             .items
             .send(item)
             .await
             .map_err(|_| anyhow::anyhow!("the pipeline stopped taking items"))?;
+        if !is_end {
+            self.count_resync_item();
+        }
         self.next_seq += 1;
         Ok(())
     }
@@ -640,15 +720,33 @@ impl Stream {
         let seq = self.next_seq;
         self.send(SourceItem::TransactionEnd).await?;
         self.ends.push_back((seq, end_lsn));
+        self.resync_chunk(seq);
         self.sent_through = commit_lsn;
         self.partial = None;
         Ok(())
+    }
+
+    /// Publishes the confirmed LSN and the slot's lag behind the server's
+    /// WAL end.
+    fn report_progress(&self) {
+        let stats = &self.context.stats;
+        if !self.confirmed.is_zero() {
+            stats.set_checkpoint(self.confirmed.to_string());
+        }
+        let lag = self
+            .wal_end
+            .as_u64()
+            .saturating_sub(self.confirmed.as_u64());
+        stats.set_lag(if self.confirmed.is_zero() { 0 } else { lag }, "bytes");
     }
 
     /// Takes acknowledgements; returns the LSN to confirm if it moved.
     fn take_acks(&mut self, acks: Vec<u64>) -> Option<Lsn> {
         for seq in acks {
             self.watermark.ack(seq);
+        }
+        if !self.bulk_chunks.is_empty() {
+            self.bulk_acked();
         }
         let mut confirm = None;
         while let Some(&(seq, lsn)) = self.ends.front() {
@@ -660,6 +758,7 @@ impl Stream {
         }
         let lsn = confirm.filter(|lsn| *lsn > self.confirmed)?;
         self.confirmed = lsn;
+        self.report_progress();
         tracing::debug!(
             pipeline = %self.pipeline,
             confirmed_lsn = %lsn,

@@ -7,6 +7,10 @@
 //! with the path of the offending key (`pipelines.demo.plugin.timeout_ms`).
 //! Relative paths in the file are relative to the file's directory.
 
+mod environment;
+
+pub use environment::Environment;
+
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use serde::Deserialize;
@@ -19,7 +23,54 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub runtime: RuntimeConfig,
+    pub admin: AdminConfig,
     pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+/// `[admin]`: the admin HTTP server (metrics, health, status, reload). Off
+/// unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to serve on, e.g. `127.0.0.1:9180`. Anyone who can reach it
+    /// can reload plugins and resume parked keys: keep it on localhost or a
+    /// private network.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+impl AdminConfig {
+    /// Reads only the `[admin]` table of the file at `path` (with the
+    /// environment's overrides), without checking the pipelines.
+    pub fn load(path: &Path) -> Result<AdminConfig, ConfigError> {
+        let file = path.display().to_string();
+        let fail = |problems| ConfigError {
+            file: file.clone(),
+            problems,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(vec![Problem {
+                path: String::new(),
+                message: format!("cannot read it: {e}"),
+            }])
+        })?;
+        let mut problems = Problems::default();
+        let mut table: toml::Table = text.parse().map_err(|error| {
+            fail(vec![Problem {
+                path: String::new(),
+                message: format!("not valid TOML: {error}"),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Environment::process().apply(&mut table, base, &mut problems);
+        let admin = match table.remove("admin") {
+            Some(value) => problems.take("admin", value),
+            None => Some(AdminConfig::default()),
+        };
+        match admin {
+            Some(admin) if problems.0.is_empty() => Ok(admin),
+            _ => Err(fail(problems.0)),
+        }
+    }
 }
 
 /// `[runtime]`: settings of the process-wide plugin runtime.
@@ -71,6 +122,29 @@ pub struct PluginConfig {
     /// Handed to the plugin's `init`, flattened to dotted names.
     #[serde(default)]
     pub settings: toml::Table,
+    /// Reload the plugin when its file changes (default true). SIGHUP and
+    /// the admin API reload it either way.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// How often the file is looked at, in milliseconds (default 250). A
+    /// change is taken once the file has stayed the same for one interval,
+    /// so a file written in place is not loaded half-written.
+    #[serde(default = "default_watch_interval_ms")]
+    pub watch_interval_ms: u64,
+    /// The plugin's own test vectors: every version, the first included,
+    /// must map `input` to `expect` (as `ferry plugin test --expect`) before
+    /// it runs.
+    pub vectors: Option<VectorsConfig>,
+}
+
+/// `[pipelines.<name>.plugin.vectors]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorsConfig {
+    /// Change events, JSON Lines.
+    pub input: PathBuf,
+    /// The expected result of each event, JSON Lines.
+    pub expect: PathBuf,
 }
 
 impl PluginConfig {
@@ -221,7 +295,7 @@ impl Default for RetryConfig {
     }
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 fn default_instances() -> usize {
@@ -232,6 +306,9 @@ fn default_timeout_ms() -> u64 {
 }
 fn default_memory_mb() -> u64 {
     128
+}
+fn default_watch_interval_ms() -> u64 {
+    250
 }
 fn default_batch_size() -> usize {
     128
@@ -335,11 +412,19 @@ impl Config {
             }],
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Config::parse(&text, base).map_err(|problems| ConfigError { file, problems })
+        Config::parse_with(&text, base, &Environment::process())
+            .map_err(|problems| ConfigError { file, problems })
     }
 
-    /// Parses and checks `text`; relative paths are taken from `base`.
+    /// Parses and checks `text`, without the environment; relative paths are
+    /// taken from `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Config, Vec<Problem>> {
+        Config::parse_with(text, base, &Environment::from_pairs([]))
+    }
+
+    /// Parses and checks `text` with the overrides and references of `env`
+    /// (see [`Environment`]).
+    pub fn parse_with(text: &str, base: &Path, env: &Environment) -> Result<Config, Vec<Problem>> {
         let mut problems = Problems::default();
         let mut table: toml::Table = match text.parse() {
             Ok(table) => table,
@@ -348,10 +433,20 @@ impl Config {
                 return Err(problems.0);
             }
         };
+        env.apply(&mut table, base, &mut problems);
+        // A key whose reference could not be resolved is reported once:
+        // not again for holding the unresolved `${…}` text.
+        let unresolved: std::collections::HashSet<String> =
+            problems.0.iter().map(|p| p.path.clone()).collect();
+        let from_environment = problems.0.len();
 
         let runtime = match table.remove("runtime") {
             Some(value) => problems.take("runtime", value).unwrap_or_default(),
             None => RuntimeConfig::default(),
+        };
+        let admin = match table.remove("admin") {
+            Some(value) => problems.take("admin", value).unwrap_or_default(),
+            None => AdminConfig::default(),
         };
         let mut pipelines = BTreeMap::new();
         match table.remove("pipelines") {
@@ -367,15 +462,27 @@ impl Config {
             None => {}
         }
         for name in table.keys() {
-            problems.add(name, "unknown key: expected `runtime` or `pipelines`");
+            problems.add(
+                name,
+                "unknown key: expected `runtime`, `admin` or `pipelines`",
+            );
         }
         if pipelines.is_empty() && problems.0.is_empty() {
             problems.add("pipelines", "no pipeline is defined");
         }
 
-        let mut config = Config { runtime, pipelines };
+        let mut config = Config {
+            runtime,
+            admin,
+            pipelines,
+        };
         config.resolve_paths(base);
         config.check(&mut problems);
+        let mut index = 0;
+        problems.0.retain(|problem| {
+            index += 1;
+            index <= from_environment || !unresolved.contains(&problem.path)
+        });
         if problems.0.is_empty() {
             Ok(config)
         } else {
@@ -389,6 +496,10 @@ impl Config {
         }
         for pipeline in self.pipelines.values_mut() {
             pipeline.plugin.path = resolve(base, &pipeline.plugin.path);
+            if let Some(vectors) = &mut pipeline.plugin.vectors {
+                vectors.input = resolve(base, &vectors.input);
+                vectors.expect = resolve(base, &vectors.expect);
+            }
             if let Some(dead_letter) = &mut pipeline.delivery.dead_letter {
                 dead_letter.resolve_paths(base);
             }
@@ -414,11 +525,22 @@ impl Config {
                     format!("no plugin file at {}", plugin.path.display()),
                 );
             }
+            if let Some(vectors) = &plugin.vectors {
+                for (key, file) in [("input", &vectors.input), ("expect", &vectors.expect)] {
+                    if !file.is_file() {
+                        problems.add(
+                            at(&format!("plugin.vectors.{key}")),
+                            format!("no file at {}", file.display()),
+                        );
+                    }
+                }
+            }
             let delivery = &pipeline.delivery;
             for (key, value) in [
                 ("plugin.instances", plugin.instances as u64),
                 ("plugin.timeout_ms", plugin.timeout_ms),
                 ("plugin.memory_mb", plugin.memory_mb),
+                ("plugin.watch_interval_ms", plugin.watch_interval_ms),
                 ("batch_size", delivery.batch_size as u64),
                 ("max_in_flight", delivery.max_in_flight as u64),
                 ("max_pending", delivery.max_pending as u64),
