@@ -4,27 +4,30 @@
 //!
 //! For each: an input topic of 8 partitions holding `FERRY_BENCH_RECORDS`
 //! (default 50,000) records of 1 KB (JSON, 1,000 keys) is drained into an
-//! output topic of 8 partitions; the rate is taken from the first output
-//! record to the last (the group join, seconds on tansu, is left out).
+//! output topic of 8 partitions. The rate counts from the creation of the
+//! first output record (the group join, seconds on tansu, is left out) to
+//! the broker's acknowledgement of the last: for the passthrough, a flush
+//! once it has read every input record; for ferry, the consumer group's
+//! committed offsets covering every input record (ferry commits only what
+//! its sink has had acknowledged; `commit_interval_ms = 10`). Counting to
+//! the last record's creation instead would flatter the passthrough, whose
+//! producer queues records locally far faster than the broker takes them.
 //! Then, still running, 1,000 records/s for 5 s, each stamped with its send
-//! time: send → readable in the output topic, p50 and p99.
+//! time: send → read from the output topic, p50 and p99 (on tansu 0.6.0
+//! both sides show the same ~0.5-1.5 s: its fetch path, not theirs).
 //!
 //! ferry: Kafka source (raw records, a consumer group, commits of delivered
 //! offsets), the echo plugin (`plugins/testing/misbehave`: one record, the
 //! event's key and value), idempotent Kafka sink. The passthrough: one
-//! consumer, an idempotent producer, async commits every 1,000 records.
-//! Both use the same client settings where they overlap.
+//! consumer, an idempotent producer, async commits every 1,000 records, no
+//! ordering or delivery tracking. Both use the same client settings where
+//! they overlap.
 //!
 //! Transactional mode is not measured: tansu 0.6.0 cannot commit a Kafka
-//! transaction (no EndTxn; see ARCHITECTURE.md).
+//! transaction (no EndTxn; see docs/kafka.md).
 //!
 //! Run: `cargo bench -p ferry --bench kafka` (`BENCH_FERRY_ONLY=1`: ferry
 //! alone).
-//!
-//! Not finished: against tansu 0.6.0 neither side has yet read anything
-//! from the 8-partition input loaded before it joined (ferry's partitions
-//! are assigned, then nothing arrives; the passthrough's producer never
-//! completes a delivery). Under investigation; no figure comes from it yet.
 
 #[allow(dead_code)]
 #[path = "../tests/integration/tansu.rs"]
@@ -41,8 +44,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const PARTITIONS: i32 = 8;
-/// Consumer settings that make tansu's group join take seconds, not 20, and
-/// fetches return at once.
+/// Group consumer settings that make tansu's group join take seconds, not
+/// 20, and fetches return at once. The bench's own readers (assigned, not
+/// in a group) keep librdkafka's defaults: with these, such a reader on
+/// tansu 0.6.0 never returned a record.
 const CONSUMER: &[(&str, &str)] = &[
     ("session.timeout.ms", "6000"),
     ("heartbeat.interval.ms", "500"),
@@ -65,13 +70,19 @@ fn value(n: usize, sent: i64) -> String {
     value
 }
 
-async fn produce(bootstrap: &str, topic: &str, from: usize, count: usize) {
-    let producer: FutureProducer = ClientConfig::new()
+/// An idempotent producer, as the loader and the latency probe use.
+fn producer(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
         .create()
-        .unwrap();
+        .unwrap()
+}
+
+async fn produce(bootstrap: &str, topic: &str, from: usize, count: usize) {
+    let producer = producer(bootstrap);
     let mut pending = Vec::with_capacity(count);
     for n in from..from + count {
         let key = format!("k{}", n % 1000);
@@ -90,9 +101,6 @@ fn plain_consumer(bootstrap: &str) -> BaseConsumer {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-reader")
         .set("enable.auto.commit", "false");
-    for (name, value) in CONSUMER {
-        config.set(*name, *value);
-    }
     config.create().unwrap()
 }
 
@@ -109,24 +117,65 @@ fn reader(bootstrap: &str, topic: &str, offset: Offset) -> BaseConsumer {
     consumer
 }
 
-/// Reads `topic` until it holds `count` records; the time from the first
-/// to the last.
-fn drain_time(bootstrap: &str, topic: &str, count: usize) -> Duration {
+/// Reads `topic` until it holds `count` records; the creation times
+/// (producer timestamps, ms since the epoch) of the first and the last.
+fn created_between(bootstrap: &str, topic: &str, count: usize) -> (i64, i64) {
     let consumer = reader(bootstrap, topic, Offset::Beginning);
     let deadline = Instant::now() + Duration::from_secs(600);
-    let mut first = None;
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
     let mut seen = 0;
     while seen < count {
         assert!(
             Instant::now() < deadline,
             "{seen} of {count} records in {topic}"
         );
-        if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
-            first.get_or_insert_with(Instant::now);
-            seen += 1;
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let created = message.timestamp().to_millis().expect("a create time");
+                first = first.min(created);
+                last = last.max(created);
+                seen += 1;
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None => {}
         }
     }
-    first.unwrap().elapsed()
+    (first, last)
+}
+
+/// Waits until `group` has committed `count` records of `topic`; the time
+/// it saw that (ms since the epoch). ferry commits only what its sink has
+/// had acknowledged.
+fn all_committed(bootstrap: &str, group: &str, topic: &str, count: usize) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        partitions.add_partition(topic, partition);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        assert!(Instant::now() < deadline, "{group} never committed {count}");
+        let committed: i64 = consumer
+            .committed_offsets(partitions.clone(), Duration::from_secs(10))
+            .unwrap()
+            .elements()
+            .iter()
+            .filter_map(|element| element.offset().to_raw())
+            .filter(|offset| *offset > 0)
+            .sum();
+        if committed >= count as i64 {
+            return now_micros() / 1000;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn millis(from: i64, to: i64) -> Duration {
+    Duration::from_millis((to - from).max(1) as u64)
 }
 
 /// Sends 1,000 records/s for 5 s into `input` and reads them from `output`:
@@ -135,14 +184,21 @@ async fn latencies(bootstrap: &str, input: &str, output: &str, from: usize) -> V
     let reader = reader(bootstrap, output, Offset::End);
     let count = 5000;
     let sender = {
-        let bootstrap = bootstrap.to_string();
+        let producer = producer(bootstrap);
         let input = input.to_string();
         tokio::spawn(async move {
             let started = Instant::now();
-            for n in 0..count {
-                let due = started + Duration::from_micros(n as u64 * 1000);
+            let mut pending = Vec::with_capacity(count);
+            for n in from..from + count {
+                let due = started + Duration::from_micros((n - from) as u64 * 1000);
                 tokio::time::sleep_until(due.into()).await;
-                produce(&bootstrap, &input, from + n, 1).await;
+                let key = format!("k{}", n % 1000);
+                let value = value(n, now_micros());
+                let record = FutureRecord::to(&input).key(&key).payload(&value);
+                pending.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            }
+            for delivery in pending {
+                delivery.await.unwrap().map_err(|(e, _)| e).unwrap();
             }
         })
     };
@@ -182,7 +238,16 @@ impl rdkafka::producer::ProducerContext for Failures {
 }
 
 /// The passthrough: consume `input`, produce each record to `output`.
-fn passthrough(bootstrap: String, input: String, output: String, stop: Arc<AtomicBool>) {
+/// Once it has read `records` records and the broker has acknowledged every
+/// record sent for them, it sends the time (ms since the epoch) on `acked`.
+fn passthrough(
+    bootstrap: String,
+    input: String,
+    output: String,
+    records: usize,
+    acked: std::sync::mpsc::Sender<i64>,
+    stop: Arc<AtomicBool>,
+) {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &bootstrap)
@@ -202,6 +267,7 @@ fn passthrough(bootstrap: String, input: String, output: String, stop: Arc<Atomi
         .create_with_context(Failures)
         .unwrap();
     let mut since_commit = 0;
+    let mut read = 0;
     while !stop.load(Ordering::Relaxed) {
         let Some(Ok(message)) = consumer.poll(Duration::from_millis(50)) else {
             continue;
@@ -222,6 +288,11 @@ fn passthrough(bootstrap: String, input: String, output: String, stop: Arc<Atomi
             ));
             record = returned;
             producer.poll(Duration::from_millis(1));
+        }
+        read += 1;
+        if read == records {
+            producer.flush(Duration::from_secs(60)).unwrap();
+            acked.send(now_micros() / 1000).unwrap();
         }
         since_commit += 1;
         if since_commit >= 1000 {
@@ -273,13 +344,22 @@ async fn main() {
         return ferry_part(&bootstrap, records, 1.0).await;
     }
     let stop = Arc::new(AtomicBool::new(false));
+    let (acked_tx, acked) = std::sync::mpsc::channel();
     let worker = {
         let (bootstrap, stop) = (bootstrap.clone(), stop.clone());
         std::thread::spawn(move || {
-            passthrough(bootstrap, "pass.in".into(), "pass.out".into(), stop)
+            passthrough(
+                bootstrap,
+                "pass.in".into(),
+                "pass.out".into(),
+                records,
+                acked_tx,
+                stop,
+            )
         })
     };
-    let drained = drain_time(&bootstrap, "pass.out", records);
+    let (first, _) = created_between(&bootstrap, "pass.out", records);
+    let drained = millis(first, acked.recv().unwrap());
     let seen = latencies(&bootstrap, "pass.in", "pass.out", records).await;
     stop.store(true, Ordering::Relaxed);
     worker.join().unwrap();
@@ -307,8 +387,9 @@ async fn ferry_part(bootstrap: &str, records: usize, raw: f64) {
             r#"
             [pipelines.bench]
             batch_size = 256
-            max_in_flight = 64
-            source = {{ kind = "kafka", bootstrap_servers = "{bootstrap}", group_id = "bench-ferry", topics = ["ferry.in"], format = "raw", properties = {{ {} }} }}
+            max_in_flight = 1024
+            max_pending = 50000
+            source = {{ kind = "kafka", bootstrap_servers = "{bootstrap}", group_id = "bench-ferry", topics = ["ferry.in"], format = "raw", commit_interval_ms = 10, properties = {{ {} }} }}
             sink = {{ kind = "kafka", bootstrap_servers = "{bootstrap}", topic = "ferry.out" }}
             [pipelines.bench.plugin]
             path = "{}"
@@ -328,7 +409,12 @@ async fn ferry_part(bootstrap: &str, records: usize, raw: f64) {
         )
         .spawn()
         .unwrap();
-    let drained = drain_time(bootstrap, "ferry.out", records);
+    let committed = {
+        let bootstrap = bootstrap.to_string();
+        std::thread::spawn(move || all_committed(&bootstrap, "bench-ferry", "ferry.in", records))
+    };
+    let (first, _) = created_between(bootstrap, "ferry.out", records);
+    let drained = millis(first, committed.join().unwrap());
     let seen = latencies(bootstrap, "ferry.in", "ferry.out", records).await;
     std::process::Command::new("kill")
         .args(["-TERM", &ferry.id().to_string()])
