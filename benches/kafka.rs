@@ -117,12 +117,12 @@ fn reader(bootstrap: &str, topic: &str, offset: Offset) -> BaseConsumer {
     consumer
 }
 
-/// Reads `topic` until it holds `count` records; the creation times
-/// (producer timestamps, ms since the epoch) of the first and the last.
-fn created_between(bootstrap: &str, topic: &str, count: usize) -> (i64, i64) {
+/// Reads `topic` until it holds `count` records; the earliest creation
+/// time among them (producer timestamps, ms since the epoch).
+fn first_created(bootstrap: &str, topic: &str, count: usize) -> i64 {
     let consumer = reader(bootstrap, topic, Offset::Beginning);
     let deadline = Instant::now() + Duration::from_secs(600);
-    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut first = i64::MAX;
     let mut seen = 0;
     while seen < count {
         assert!(
@@ -133,14 +133,13 @@ fn created_between(bootstrap: &str, topic: &str, count: usize) -> (i64, i64) {
             Some(Ok(message)) => {
                 let created = message.timestamp().to_millis().expect("a create time");
                 first = first.min(created);
-                last = last.max(created);
                 seen += 1;
             }
             Some(Err(error)) => panic!("reading {topic}: {error}"),
             None => {}
         }
     }
-    (first, last)
+    first
 }
 
 /// Waits until `group` has committed `count` records of `topic`; the time
@@ -358,7 +357,7 @@ async fn main() {
             )
         })
     };
-    let (first, _) = created_between(&bootstrap, "pass.out", records);
+    let first = first_created(&bootstrap, "pass.out", records);
     let drained = millis(first, acked.recv().unwrap());
     let seen = latencies(&bootstrap, "pass.in", "pass.out", records).await;
     stop.store(true, Ordering::Relaxed);
@@ -413,7 +412,7 @@ async fn ferry_part(bootstrap: &str, records: usize, raw: f64) {
         let bootstrap = bootstrap.to_string();
         std::thread::spawn(move || all_committed(&bootstrap, "bench-ferry", "ferry.in", records))
     };
-    let (first, _) = created_between(bootstrap, "ferry.out", records);
+    let first = first_created(bootstrap, "ferry.out", records);
     let drained = millis(first, committed.join().unwrap());
     let seen = latencies(bootstrap, "ferry.in", "ferry.out", records).await;
     std::process::Command::new("kill")
